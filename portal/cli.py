@@ -1,0 +1,59 @@
+"""The `portal` command: Flask's CLI plus our own commands. Commands call services
+and commit once at the end, like a request."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+import click
+from flask import Flask, current_app
+from flask.cli import FlaskGroup
+
+from portal.extensions import db
+from portal.migrate import upgrade_database
+
+
+def register_cli(app: Flask) -> None:
+    app.cli.add_command(db_group)
+    app.cli.add_command(demo)
+
+
+@click.group("db")
+def db_group() -> None:
+    """Database commands."""
+
+
+@db_group.command("upgrade")
+def db_upgrade() -> None:
+    """Apply every migration to the configured database."""
+    upgrade_database(current_app.config["DATABASE_URL"])
+    click.echo("database is up to date")
+
+
+@click.command("demo")
+@click.option("--port", default=5000, show_default=True, help="Port to serve on (127.0.0.1).")
+@click.option("--seed-only", is_flag=True, help="Seed and print, but don't serve.")
+@click.option("--json", "as_json", is_flag=True, help="Print the demo data as JSON.")
+def demo(port: int, seed_only: bool, as_json: bool) -> None:
+    """Create and migrate the database, seed the demo clinic, print patient links, serve."""
+    from portal.services.demo import seed_demo
+
+    upgrade_database(current_app.config["DATABASE_URL"])
+    patients = seed_demo(db.session)
+    db.session.commit()
+    base_url = current_app.config["BASE_URL"]
+    if as_json:
+        click.echo(json.dumps({"base_url": base_url, "patients": [asdict(p) for p in patients]}, ensure_ascii=False))
+    else:
+        click.echo(f"Demo patients ({base_url}):")
+        for patient in patients:
+            click.echo(f"  {patient.name:<18} born {patient.birth_date}  [{patient.language}]  {patient.link}")
+        click.echo(f"One-time codes appear at {base_url}/dev/outbox and on this console.")
+    if not seed_only:
+        current_app.run(host="127.0.0.1", port=port, debug=False, load_dotenv=False)
+
+
+def main() -> None:
+    from portal import create_app
+
+    FlaskGroup(create_app=create_app, add_version_option=False, load_dotenv=False)()

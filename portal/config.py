@@ -1,0 +1,71 @@
+"""Configuration: safe defaults, overridden by PORTAL_* environment variables.
+
+The app refuses to start outside development without a real secret key, so a
+forgotten variable can never ship signed links that anyone could forge.
+"""
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEVELOPMENT_SECRET = "development-only-secret-do-not-use-in-production"
+
+
+class ConfigError(RuntimeError):
+    """Raised when the environment leaves the app unsafe to run."""
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(f"PORTAL_{name}")
+    return value if value not in (None, "") else default
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    value = _env(name)
+    if value is None:
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def load_config(instance_path: str, overrides: dict | None = None) -> dict:
+    """Build the Flask config mapping from defaults, environment and overrides."""
+    overrides = dict(overrides or {})
+    env = overrides.get("PORTAL_ENV") or _env("ENV", "development")
+    development = env == "development"
+    database_url = _env("DATABASE_URL") or "sqlite:///" + os.path.join(instance_path, "portal.sqlite3")
+    secret = _env("SECRET_KEY") or (DEVELOPMENT_SECRET if development or env == "testing" else None)
+
+    config = {
+        "PORTAL_ENV": env,
+        "SECRET_KEY": secret,
+        "DATABASE_URL": database_url,
+        "BASE_URL": (_env("BASE_URL") or "http://127.0.0.1:5000").rstrip("/"),
+        "CLINIC_NAME": _env("CLINIC_NAME", "Riverside Clinic"),
+        # Messages are dispatched right after the request commits in development so
+        # the one-time code shows up in the dev outbox at once.
+        "DISPATCH_INLINE": _env_bool("DISPATCH_INLINE", development or env == "testing"),
+        "HOLD_MINUTES": int(_env("HOLD_MINUTES", "10")),
+        "PATIENT_IDLE": timedelta(minutes=15),
+        "PATIENT_ABSOLUTE": timedelta(minutes=60),
+        "STAFF_IDLE": timedelta(minutes=30),
+        "STAFF_ABSOLUTE": timedelta(hours=12),
+        "SLOTS_PER_PAGE": 12,
+        "BABEL_DEFAULT_LOCALE": "en",
+        "BABEL_DEFAULT_TIMEZONE": "UTC",
+        "BABEL_TRANSLATION_DIRECTORIES": str(PROJECT_ROOT / "translations"),
+        "LANGUAGES": ("en", "es"),
+        "SESSION_COOKIE_NAME": "portal_session",
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "SESSION_COOKIE_SECURE": not development and env != "testing",
+        "PERMANENT_SESSION_LIFETIME": timedelta(hours=12),
+        "WTF_CSRF_TIME_LIMIT": None,  # the CSRF token lives as long as the server-side session
+        "MAX_CONTENT_LENGTH": 64 * 1024,  # no patient form needs more; bigger bodies get a 413
+        "TESTING": env == "testing",
+    }
+    config.update(overrides)
+    if not config["SECRET_KEY"] or (config["SECRET_KEY"] == DEVELOPMENT_SECRET and config["PORTAL_ENV"] == "production"):
+        raise ConfigError("PORTAL_SECRET_KEY must be set outside development")
+    return config

@@ -1,0 +1,9 @@
+"""Extension singletons, created unbound and bound to an app in create_app."""
+from flask_babel import Babel
+from flask_wtf import CSRFProtect
+
+from portal.database import Database
+
+db = Database()
+csrf = CSRFProtect()
+babel = Babel()

@@ -1,0 +1,16 @@
+"""All tables, imported in one place so Alembic and the app see the same metadata."""
+from portal.models.base import Base, utcnow
+from portal.models.campaign import Campaign, Enrolment, EnrolmentStatus, Event, Link, VerificationPolicy
+from portal.models.clinic import AppointmentType, AppointmentTypeGap, Clinic, Location, Modality, Provider, Slot, localized
+from portal.models.messaging import OutboxMessage, OutboxStatus
+from portal.models.patient import Channel, ChannelConsent, Patient
+from portal.models.security import OneTimeCode, WebSession
+from portal.models.visit import Appointment, AppointmentStatus, FormResponse, HelpKind, HelpRequest, HelpStatus
+
+__all__ = [
+    "Appointment", "AppointmentStatus", "AppointmentType", "AppointmentTypeGap", "Base", "Campaign",
+    "Channel", "ChannelConsent", "Clinic", "Enrolment", "EnrolmentStatus", "Event", "FormResponse",
+    "HelpKind", "HelpRequest", "HelpStatus", "Link", "Location", "Modality", "OneTimeCode",
+    "OutboxMessage", "OutboxStatus", "Patient", "Provider", "Slot", "VerificationPolicy", "WebSession",
+    "localized", "utcnow",
+]

@@ -1,0 +1,142 @@
+"""What a patient may book: appointment types for their care gap, locations, and
+the soonest open times, one indexed query per page."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy.orm import Session, joinedload
+
+from portal.models import AppointmentType, AppointmentTypeGap, Enrolment, Location, Modality, Slot, utcnow
+from portal.services.errors import NotAvailable
+
+MIN_NOTICE = timedelta(hours=2)  # no booking a time the clinic can't prepare for
+BOOKING_HORIZON = timedelta(days=90)
+EVENING_STARTS = time(17, 0)
+
+
+class Window:
+    ANY = "any"
+    THIS_WEEK = "week"
+    EVENINGS_WEEKENDS = "evening"
+    ALL = (ANY, THIS_WEEK, EVENINGS_WEEKENDS)
+
+
+def appointment_types_for(session: Session, enrolment: Enrolment) -> list[AppointmentType]:
+    """Types that close the enrolment's care gap, in-person first."""
+    return list(session.scalars(
+        select(AppointmentType)
+        .join(AppointmentTypeGap)
+        .where(AppointmentTypeGap.care_gap_code == enrolment.care_gap_code, AppointmentType.retired.is_(False))
+        .order_by(AppointmentType.modality, AppointmentType.id)
+    ))
+
+
+def appointment_type_for(session: Session, enrolment: Enrolment, type_id: int | None) -> AppointmentType:
+    """The chosen type, if it closes this enrolment's gap; otherwise NotAvailable."""
+    for appointment_type in appointment_types_for(session, enrolment):
+        if appointment_type.id == type_id:
+            return appointment_type
+    raise NotAvailable()
+
+
+def open_locations(session: Session, clinic_id: int) -> list[Location]:
+    return list(session.scalars(select(Location).where(Location.clinic_id == clinic_id, Location.retired.is_(False))
+                                .order_by(Location.name)))
+
+
+def location_for(session: Session, clinic_id: int, location_id: int | None) -> Location:
+    for location in open_locations(session, clinic_id):
+        if location.id == location_id:
+            return location
+    raise NotAvailable()
+
+
+def slot_is_free(now: datetime, enrolment_id: int):
+    """SQL condition: the slot has a seat nobody else is holding right now."""
+    return and_(
+        Slot.blocked.is_(False),
+        Slot.booked_count < Slot.capacity,
+        or_(Slot.held_until.is_(None), Slot.held_until <= now, Slot.held_by_enrolment_id == enrolment_id,
+            Slot.capacity - Slot.booked_count > 1),
+    )
+
+
+@dataclass
+class SlotPage:
+    slots: list[Slot]
+    has_more: bool
+
+
+def search_slots(session: Session, enrolment: Enrolment, appointment_type: AppointmentType,
+                 location: Location | None, window: str = Window.ANY, after_slot_id: int | None = None,
+                 limit: int = 12, now: datetime | None = None) -> SlotPage:
+    """The soonest open times for a type (and location, for in-person), oldest first.
+
+    Paging is by keyset: `after_slot_id` continues after that slot's time, so every
+    page is one index range scan however far the patient pages.
+    """
+    now = now or utcnow()
+    earliest = now + MIN_NOTICE
+    latest = now + (timedelta(days=7) if window == Window.THIS_WEEK else BOOKING_HORIZON)
+    query = (
+        select(Slot)
+        .options(joinedload(Slot.location), joinedload(Slot.provider))
+        .where(Slot.modality == appointment_type.modality, Slot.starts_at >= earliest, Slot.starts_at < latest,
+               slot_is_free(now, enrolment.id))
+        .order_by(Slot.starts_at, Slot.id)
+        .limit(limit + 1)
+    )
+    if location is not None:
+        query = query.where(Slot.location_id == location.id)
+    if window == Window.EVENINGS_WEEKENDS:
+        query = query.where(or_(Slot.local_weekday >= 5, Slot.local_minutes >= EVENING_STARTS.hour * 60))
+    if after_slot_id is not None:
+        after = select(Slot.starts_at).where(Slot.id == after_slot_id).scalar_subquery()
+        query = query.where(or_(Slot.starts_at > after, and_(Slot.starts_at == after, Slot.id > after_slot_id)))
+    rows = list(session.scalars(query).unique())
+    return SlotPage(slots=rows[:limit], has_more=len(rows) > limit)
+
+
+def group_by_local_day(slots: list[Slot]) -> list[tuple[date, list[Slot]]]:
+    """Group slots by calendar day in each slot's location time zone, keeping order."""
+    groups: list[tuple[date, list[Slot]]] = []
+    for slot in slots:
+        day = slot.starts_at.astimezone(ZoneInfo(slot.location.time_zone)).date()
+        if groups and groups[-1][0] == day:
+            groups[-1][1].append(slot)
+        else:
+            groups.append((day, [slot]))
+    return groups
+
+
+def add_slots_for_day(session: Session, *, location: Location, provider_id: int, modality: str,
+                      day: date, start: time, end: time, minutes: int, capacity: int = 1) -> list[Slot]:
+    """Create back-to-back slots between two local wall-clock times on one day.
+
+    Local times are converted with the location's zone, so a 9:00 slot is 9:00 on
+    either side of a daylight-saving change; a wall time that does not exist that
+    day (the spring-forward gap) is skipped rather than shifted. Existing slots are
+    left alone, so running it twice creates nothing new.
+    """
+    zone = ZoneInfo(location.time_zone)
+    created: list[Slot] = []
+    cursor = datetime.combine(day, start)
+    while cursor + timedelta(minutes=minutes) <= datetime.combine(day, end):
+        local = cursor.replace(tzinfo=zone)
+        if local.astimezone(ZoneInfo("UTC")).astimezone(zone).replace(tzinfo=None) == cursor:
+            starts_at = local.astimezone(ZoneInfo("UTC"))
+            exists = session.scalar(select(Slot.id).where(Slot.provider_id == provider_id,
+                                                          Slot.location_id == location.id,
+                                                          Slot.starts_at == starts_at))
+            if exists is None:
+                slot = Slot(location_id=location.id, provider_id=provider_id, modality=Modality(modality),
+                            starts_at=starts_at, ends_at=starts_at + timedelta(minutes=minutes), capacity=capacity,
+                            local_weekday=day.weekday(), local_minutes=cursor.hour * 60 + cursor.minute)
+                session.add(slot)
+                created.append(slot)
+        cursor += timedelta(minutes=minutes)
+    session.flush()
+    return created

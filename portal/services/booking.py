@@ -1,0 +1,147 @@
+"""Holding and booking slots atomically.
+
+Every change to a slot's seats is one conditional UPDATE whose WHERE clause states
+the rule ("a seat is free and nobody else holds it"). The database applies it to
+the row atomically on SQLite and PostgreSQL alike, so two patients can never get
+the same seat: the loser's UPDATE matches no row and becomes SlotTaken.
+"""
+from __future__ import annotations
+
+import secrets
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from portal.models import (Appointment, AppointmentStatus, AppointmentType, Enrolment, EnrolmentStatus, Link,
+                           Modality, Slot, utcnow)
+from portal.services.availability import MIN_NOTICE, slot_is_free
+from portal.services.errors import NoLiveAppointment, NotAvailable, SlotTaken
+from portal.services.events import record_event
+from portal.services.messages import queue_notice
+
+DEFAULT_HOLD = timedelta(minutes=10)
+
+
+def live_appointment(session: Session, enrolment: Enrolment) -> Appointment | None:
+    return session.scalar(select(Appointment).where(Appointment.enrolment_id == enrolment.id,
+                                                    Appointment.status == AppointmentStatus.BOOKED))
+
+
+def held_slot(session: Session, enrolment: Enrolment, now: datetime | None = None) -> Slot | None:
+    """The slot this enrolment holds right now, if the hold has not run out."""
+    now = now or utcnow()
+    return session.scalar(select(Slot).where(Slot.held_by_enrolment_id == enrolment.id, Slot.held_until > now))
+
+
+def _check_slot_fits(slot: Slot | None, appointment_type: AppointmentType, now: datetime) -> Slot:
+    if slot is None or slot.modality != appointment_type.modality or slot.starts_at < now + MIN_NOTICE:
+        raise NotAvailable()
+    return slot
+
+
+def hold_slot(session: Session, enrolment: Enrolment, appointment_type: AppointmentType, slot_id: int,
+              hold_for: timedelta = DEFAULT_HOLD, now: datetime | None = None) -> Slot:
+    """Hold a seat for a few minutes while the patient confirms.
+
+    Releases any other hold of this enrolment first. Raises NotAvailable (no such
+    slot, wrong kind, too soon) or SlotTaken (full, blocked or held by someone else).
+    """
+    now = now or utcnow()
+    slot = _check_slot_fits(session.get(Slot, slot_id), appointment_type, now)
+    session.execute(update(Slot).where(Slot.held_by_enrolment_id == enrolment.id, Slot.id != slot.id)
+                    .values(held_by_enrolment_id=None, held_until=None))
+    taken = session.execute(
+        update(Slot).where(Slot.id == slot.id, slot_is_free(now, enrolment.id))
+        .values(held_by_enrolment_id=enrolment.id, held_until=now + hold_for)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if taken != 1:
+        raise SlotTaken()
+    session.refresh(slot)
+    record_event(session, enrolment, "slot_held", slot_id=slot.id)
+    return slot
+
+
+def book_slot(session: Session, enrolment: Enrolment, appointment_type: AppointmentType, slot_id: int,
+              via: str = "portal", actor: str = "patient", now: datetime | None = None) -> Appointment:
+    """Book a seat for the enrolment, atomically; a live booking becomes a reschedule.
+
+    Idempotent: confirming the same slot twice (double submit, refresh) returns the
+    booking already made. Raises NotAvailable or SlotTaken; on SlotTaken nothing
+    has changed. Queues a PHI-free confirmation and records `booked` or
+    `rescheduled` on the enrolment.
+    """
+    now = now or utcnow()
+    current = live_appointment(session, enrolment)
+    if current is not None and current.slot_id == slot_id:
+        return current
+    slot = _check_slot_fits(session.get(Slot, slot_id), appointment_type, now)
+    with session.begin_nested():
+        seated = session.execute(
+            update(Slot).where(Slot.id == slot.id, slot_is_free(now, enrolment.id))
+            .values(booked_count=Slot.booked_count + 1, held_by_enrolment_id=None, held_until=None)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        if seated != 1:
+            already = live_appointment(session, enrolment)  # a twin request may have just won
+            if already is not None and already.slot_id == slot_id:
+                return already
+            raise SlotTaken()
+        if current is not None:
+            _release_seat(session, current, AppointmentStatus.RESCHEDULED, now)
+        appointment = Appointment(
+            enrolment_id=enrolment.id, patient_id=enrolment.patient_id, slot_id=slot.id,
+            appointment_type_id=appointment_type.id, booked_via=via, booked_at=now,
+            video_code=secrets.token_urlsafe(12) if appointment_type.modality == Modality.TELEHEALTH else "",
+        )
+        session.add(appointment)
+        try:
+            session.flush()
+        except IntegrityError as exc:  # a twin request booked another slot at the same moment
+            raise SlotTaken() from exc
+    if current is not None:
+        current.replaced_by_id = appointment.id
+    session.refresh(slot)
+    enrolment.status = EnrolmentStatus.BOOKED
+    _keep_links_until_visit(session, enrolment, slot)
+    kind = "rescheduled" if current is not None else "booked"
+    record_event(session, enrolment, kind, actor=actor, appointment_id=appointment.id, slot_id=slot.id,
+                 appointment_type=appointment_type.code, via=via)
+    queue_notice(session, enrolment, "booking_confirmed", dedupe_key=f"booked:{appointment.id}")
+    return appointment
+
+
+def cancel_appointment(session: Session, enrolment: Enrolment, reason: str = "", actor: str = "patient",
+                       now: datetime | None = None) -> Appointment:
+    """Cancel the enrolment's live booking and free its seat.
+
+    The link keeps working so the patient can book again. Raises NoLiveAppointment.
+    """
+    now = now or utcnow()
+    appointment = live_appointment(session, enrolment)
+    if appointment is None:
+        raise NoLiveAppointment()
+    _release_seat(session, appointment, AppointmentStatus.CANCELLED, now)
+    appointment.cancel_reason = reason
+    enrolment.status = EnrolmentStatus.INVITED
+    record_event(session, enrolment, "cancelled", actor=actor, appointment_id=appointment.id, reason=reason)
+    queue_notice(session, enrolment, "booking_cancelled", dedupe_key=f"cancelled:{appointment.id}")
+    return appointment
+
+
+def _release_seat(session: Session, appointment: Appointment, status: AppointmentStatus, now: datetime) -> None:
+    appointment.status = status
+    appointment.cancelled_at = now
+    session.flush()
+    session.execute(update(Slot).where(Slot.id == appointment.slot_id, Slot.booked_count > 0)
+                    .values(booked_count=Slot.booked_count - 1).execution_options(synchronize_session=False))
+
+
+def _keep_links_until_visit(session: Session, enrolment: Enrolment, slot: Slot) -> None:
+    """After booking, the link must let the patient view, move or cancel the visit
+    until it has passed, even if that is beyond the campaign's link lifetime."""
+    session.execute(update(Link).where(Link.enrolment_id == enrolment.id, Link.revoked_at.is_(None),
+                                       Link.expires_at < slot.ends_at + timedelta(days=1))
+                    .values(expires_at=slot.ends_at + timedelta(days=1)))

@@ -1,0 +1,1 @@
+"""Blueprints by audience. Routes parse input, call one service, commit, respond."""

@@ -1,0 +1,169 @@
+"""Choosing a visit, holding a time, booking, and the confirmation."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+from flask import Response, current_app, flash, redirect, render_template, request, url_for
+from flask_babel import gettext as _
+
+from portal.extensions import db
+from portal.models import Modality, Slot
+from portal.services import availability, booking
+from portal.services.calendar import appointment_ics
+from portal.services.errors import NotAvailable, SlotTaken
+from portal.services.previsit import form_response
+from portal.services.help_requests import help_requests_for
+from portal.web.common import commit
+from portal.web.patient import bp
+from portal.web.patient.context import current_enrolment, verified_required
+from portal.web.patient.forms import CancelForm, SlotChoiceForm
+
+
+def _int_arg(name: str) -> int | None:
+    value = request.args.get(name, "")
+    return int(value) if value.isdigit() and len(value) < 12 else None
+
+
+@bp.get("/visit")
+@verified_required
+def home():
+    enrolment = current_enrolment()
+    appointment = booking.live_appointment(db.session, enrolment)
+    return render_template("patient/home.html", enrolment=enrolment, appointment=appointment,
+                           form=form_response(db.session, enrolment, "previsit"),
+                           help_requests=help_requests_for(db.session, enrolment))
+
+
+@bp.get("/visit/choose")
+@verified_required
+def choose():
+    enrolment = current_enrolment()
+    return render_template("patient/choose.html", enrolment=enrolment,
+                           types=availability.appointment_types_for(db.session, enrolment),
+                           locations=availability.open_locations(db.session, enrolment.campaign.clinic_id))
+
+
+def _render_times(type_id: int | None, location_id: int | None, window: str, after_slot_id: int | None = None,
+                  status: int = 200, taken: bool = False):
+    """The times page: soonest open times for a type (and location), one page at a time."""
+    enrolment = current_enrolment()
+    try:
+        appointment_type = availability.appointment_type_for(db.session, enrolment, type_id)
+        location = None
+        if appointment_type.modality == Modality.IN_PERSON:
+            location = availability.location_for(db.session, enrolment.campaign.clinic_id, location_id)
+    except NotAvailable:
+        return redirect(url_for("patient.choose"), code=303)
+    if window not in availability.Window.ALL:
+        window = availability.Window.ANY
+    page = availability.search_slots(db.session, enrolment, appointment_type, location, window=window,
+                                     after_slot_id=after_slot_id, limit=current_app.config["SLOTS_PER_PAGE"])
+    return render_template("patient/times.html", enrolment=enrolment, appointment_type=appointment_type,
+                           location=location, window=window, page=page, taken=taken,
+                           days=availability.group_by_local_day(page.slots), form=SlotChoiceForm()), status
+
+
+@bp.get("/visit/times")
+@verified_required
+def times():
+    return _render_times(_int_arg("type"), _int_arg("location"), request.args.get("when", ""), _int_arg("after"))
+
+
+def _taken(type_id: int, slot_id: int):
+    """The polite loser's page: the next open times for the same kind of visit and place."""
+    db.session.rollback()
+    slot = db.session.get(Slot, slot_id)
+    return _render_times(type_id, slot.location_id if slot else None, availability.Window.ANY, status=409, taken=True)
+
+
+@bp.post("/visit/hold")
+@verified_required
+def hold():
+    enrolment = current_enrolment()
+    form = SlotChoiceForm()
+    if not form.validate():
+        return redirect(url_for("patient.choose"), code=303)
+    try:
+        appointment_type = availability.appointment_type_for(db.session, enrolment, form.appointment_type.data)
+        slot = booking.hold_slot(db.session, enrolment, appointment_type, form.slot.data,
+                                 hold_for=timedelta(minutes=current_app.config["HOLD_MINUTES"]))
+    except NotAvailable:
+        return redirect(url_for("patient.choose"), code=303)
+    except SlotTaken:
+        return _taken(form.appointment_type.data, form.slot.data)
+    commit()
+    return redirect(url_for("patient.review", type=appointment_type.id, slot=slot.id), code=303)
+
+
+@bp.get("/visit/review")
+@verified_required
+def review():
+    enrolment = current_enrolment()
+    slot = booking.held_slot(db.session, enrolment)
+    try:
+        appointment_type = availability.appointment_type_for(db.session, enrolment, _int_arg("type"))
+    except NotAvailable:
+        return redirect(url_for("patient.choose"), code=303)
+    if slot is None or slot.id != _int_arg("slot"):
+        return redirect(url_for("patient.times", type=appointment_type.id,
+                                location=slot.location_id if slot else None), code=303)
+    return render_template("patient/review.html", enrolment=enrolment, slot=slot, appointment_type=appointment_type,
+                           current=booking.live_appointment(db.session, enrolment), form=SlotChoiceForm())
+
+
+@bp.post("/visit/book")
+@verified_required
+def book():
+    enrolment = current_enrolment()
+    form = SlotChoiceForm()
+    if not form.validate():
+        return redirect(url_for("patient.choose"), code=303)
+    try:
+        appointment_type = availability.appointment_type_for(db.session, enrolment, form.appointment_type.data)
+        booking.book_slot(db.session, enrolment, appointment_type, form.slot.data)
+    except NotAvailable:
+        return redirect(url_for("patient.choose"), code=303)
+    except SlotTaken:
+        return _taken(form.appointment_type.data, form.slot.data)
+    commit()
+    return redirect(url_for("patient.booked"), code=303)
+
+
+@bp.get("/visit/booked")
+@verified_required
+def booked():
+    enrolment = current_enrolment()
+    appointment = booking.live_appointment(db.session, enrolment)
+    if appointment is None:
+        return redirect(url_for("patient.home"), code=303)
+    return render_template("patient/booked.html", enrolment=enrolment, appointment=appointment)
+
+
+@bp.get("/visit/appointment.ics")
+@verified_required
+def calendar_file():
+    enrolment = current_enrolment()
+    appointment = booking.live_appointment(db.session, enrolment)
+    if appointment is None:
+        return redirect(url_for("patient.home"), code=303)
+    body = appointment_ics(appointment, enrolment, current_app.config["BASE_URL"])
+    return Response(body, mimetype="text/calendar",
+                    headers={"Content-Disposition": 'attachment; filename="visit.ics"'})
+
+
+@bp.route("/visit/cancel", methods=["GET", "POST"])
+@verified_required
+def cancel():
+    enrolment = current_enrolment()
+    appointment = booking.live_appointment(db.session, enrolment)
+    if appointment is None:
+        return redirect(url_for("patient.home"), code=303)
+    form = CancelForm()
+    if request.method == "GET":
+        return render_template("patient/cancel.html", form=form, appointment=appointment, enrolment=enrolment)
+    if not form.validate():
+        return render_template("patient/cancel.html", form=form, appointment=appointment, enrolment=enrolment), 400
+    booking.cancel_appointment(db.session, enrolment, reason=form.reason.data or "")
+    commit()
+    flash(_("Your visit is cancelled. You can choose a new time whenever you are ready."))
+    return redirect(url_for("patient.home"), code=303)
