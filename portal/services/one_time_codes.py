@@ -25,8 +25,13 @@ SENDS_PER_WINDOW = 3
 SENDS_PER_DAY = 10
 
 
+SALT_HEX = 16
+HASH_HEX = 47  # salt + "$" + hash must fit the 64-character column (PostgreSQL enforces it)
+
+
 def _hash(code: str, code_id_salt: str) -> str:
-    return keyed_hash(f"{code_id_salt}:{code}", "otp")
+    """A keyed hash, truncated to 188 bits: far beyond what a 6-digit secret needs."""
+    return keyed_hash(f"{code_id_salt}:{code}", "otp")[:HASH_HEX]
 
 
 def _codes_sent_since(session: Session, patient_id: int, since: datetime) -> int:
@@ -43,7 +48,7 @@ def issue_code(session: Session, enrolment: Enrolment, session_key_hash: str, ch
             or _codes_sent_since(session, enrolment.patient_id, now - timedelta(days=1)) >= SENDS_PER_DAY):
         raise CodeSendLimited()
     code = "".join(secrets.choice("0123456789") for _ in range(CODE_DIGITS))
-    salt = secrets.token_hex(8)
+    salt = secrets.token_hex(SALT_HEX // 2)
     session.add(OneTimeCode(enrolment_id=enrolment.id, patient_id=enrolment.patient_id,
                             session_key_hash=session_key_hash, code_hash=f"{salt}${_hash(code, salt)}",
                             channel=channel, created_at=now, expires_at=now + CODE_LIFETIME))
