@@ -7,7 +7,7 @@ import os
 from flask import Flask
 
 from portal.config import load_config
-from portal.extensions import babel, csrf, db
+from portal.extensions import babel, csrf, db, login_manager
 
 
 def create_app(overrides: dict | None = None) -> Flask:
@@ -17,14 +17,17 @@ def create_app(overrides: dict | None = None) -> Flask:
 
     from portal.web import common, language
     from portal.web.patient import bp as patient_bp
+    from portal.web.staff import bp as staff_bp
 
     db.init_app(app)
     csrf.init_app(app)
+    login_manager.init_app(app)
     babel.init_app(app, locale_selector=common.select_locale)
     common.init_app(app)
 
     app.register_blueprint(language.bp)
     app.register_blueprint(patient_bp)
+    app.register_blueprint(staff_bp)
     if app.config["PORTAL_ENV"] == "development":
         from portal.web.dev import bp as dev_bp
 

@@ -11,11 +11,31 @@ from flask.cli import FlaskGroup
 
 from portal.extensions import db
 from portal.migrate import upgrade_database
+from portal.models import Role
+from portal.services import staff_auth
+from portal.services.errors import InvalidInput
 
 
 def register_cli(app: Flask) -> None:
     app.cli.add_command(db_group)
     app.cli.add_command(demo)
+    app.cli.add_command(create_staff)
+
+
+@click.command("create-staff")
+@click.argument("email")
+@click.option("--role", required=True, type=click.Choice([r.value for r in Role]))
+@click.option("--name", default="", help="Display name (defaults to the email).")
+@click.password_option(help="First password (at least 12 characters); prompted when not given.")
+def create_staff(email: str, role: str, name: str, password: str) -> None:
+    """Create a staff account. They enrol their authenticator at first sign-in."""
+    try:
+        staff_auth.create_staff(db.session, email, role, name, password)
+    except InvalidInput:
+        raise click.ClickException("not created: unknown role, password under 12 characters, "
+                                   "a malformed email, or an account with this email exists") from None
+    db.session.commit()
+    click.echo(f"created {email.strip().lower()} ({role})")
 
 
 @click.group("db")
@@ -39,16 +59,20 @@ def demo(port: int, seed_only: bool, as_json: bool) -> None:
     from portal.services.demo import seed_demo
 
     upgrade_database(current_app.config["DATABASE_URL"])
-    patients = seed_demo(db.session)
+    patients, staff = seed_demo(db.session)
     db.session.commit()
     base_url = current_app.config["BASE_URL"]
     if as_json:
-        click.echo(json.dumps({"base_url": base_url, "patients": [asdict(p) for p in patients]}, ensure_ascii=False))
+        click.echo(json.dumps({"base_url": base_url, "patients": [asdict(p) for p in patients],
+                               "staff": [asdict(s) for s in staff]}, ensure_ascii=False))
     else:
         click.echo(f"Demo patients ({base_url}):")
         for patient in patients:
             click.echo(f"  {patient.name:<18} born {patient.birth_date}  [{patient.language}]  {patient.link}")
         click.echo(f"One-time codes appear at {base_url}/dev/outbox and on this console.")
+        click.echo(f"Staff console: {base_url}/staff/login")
+        for member in staff:
+            click.echo(f"  {member.role:<17} {member.email}  password {member.password}  TOTP secret {member.totp_secret}")
     if not seed_only:
         current_app.run(host="127.0.0.1", port=port, debug=False, load_dotenv=False)
 

@@ -1,5 +1,6 @@
-"""Extension singletons, created unbound and bound to an app in create_app."""
+"""Extension singletons, created unbound and bound in create_app."""
 from flask_babel import Babel
+from flask_login import LoginManager
 from flask_wtf import CSRFProtect
 
 from portal.database import Database
@@ -7,3 +8,4 @@ from portal.database import Database
 db = Database()
 csrf = CSRFProtect()
 babel = Babel()
+login_manager = LoginManager()

@@ -5,9 +5,12 @@ from portal.models.clinic import AppointmentType, AppointmentTypeGap, Clinic, Lo
 from portal.models.messaging import OutboxMessage, OutboxStatus
 from portal.models.patient import Channel, ChannelConsent, Patient
 from portal.models.security import OneTimeCode, WebSession
+from portal.models.staff import (AuditEntry, AvailabilityBlock, AvailabilityTemplate, HelpNote, OutreachAttempt, Role,
+                                 StaffUser)
 from portal.models.visit import Appointment, AppointmentStatus, FormResponse, HelpKind, HelpRequest, HelpStatus
 
 __all__ = [
+    "AuditEntry", "AvailabilityBlock", "AvailabilityTemplate", "HelpNote", "OutreachAttempt", "Role", "StaffUser",
     "Appointment", "AppointmentStatus", "AppointmentType", "AppointmentTypeGap", "Base", "Campaign",
     "Channel", "ChannelConsent", "Clinic", "Enrolment", "EnrolmentStatus", "Event", "FormResponse",
     "HelpKind", "HelpRequest", "HelpStatus", "Link", "Location", "Modality", "OneTimeCode",

@@ -65,6 +65,10 @@ class AppointmentType(Base):
     form_code: Mapped[str32] = mapped_column(default="previsit")
     # Telehealth join link; {code} is replaced by the appointment's random video code
     join_url_pattern: Mapped[str200] = mapped_column(default="")
+    buffer_before_minutes: Mapped[int] = mapped_column(default=0)
+    buffer_after_minutes: Mapped[int] = mapped_column(default=0)
+    min_notice_hours: Mapped[int] = mapped_column(default=2)  # how soon patients may book
+    max_days_ahead: Mapped[int] = mapped_column(default=90)  # how far ahead patients may book
     retired: Mapped[bool] = mapped_column(default=False)
 
     gaps: Mapped[list[AppointmentTypeGap]] = relationship(cascade="all, delete-orphan")
@@ -108,6 +112,7 @@ class Slot(Base):
     held_by_enrolment_id: Mapped[int | None] = mapped_column(ForeignKey("enrolment.id"))
     held_until: Mapped[datetime | None]
     blocked: Mapped[bool] = mapped_column(default=False)
+    template_id: Mapped[int | None] = mapped_column(ForeignKey("availability_template.id"))
 
     location: Mapped[Location] = relationship()
     provider: Mapped[Provider] = relationship()

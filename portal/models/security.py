@@ -15,9 +15,10 @@ class WebSession(Base):
 
     __tablename__ = "web_session"
     key_hash: Mapped[str64] = mapped_column(primary_key=True)
-    kind: Mapped[str16]  # "patient" or "staff"
+    kind: Mapped[str16]  # "patient", "staff_pending" (password only) or "staff"
     enrolment_id: Mapped[int | None] = mapped_column(ForeignKey("enrolment.id"), index=True)
     link_id: Mapped[int | None] = mapped_column(ForeignKey("link.id"))
+    staff_id: Mapped[int | None] = mapped_column(ForeignKey("staff_user.id"), index=True)
     verified_at: Mapped[datetime | None]
     created_at: Mapped[utc_created]
     last_seen_at: Mapped[utc_created]

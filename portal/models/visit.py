@@ -84,4 +84,5 @@ class HelpRequest(Base):
     created_at: Mapped[utc_created]
     updated_at: Mapped[utc_created]
     resolution_note: Mapped[str200] = mapped_column(default="")
+    assigned_staff_id: Mapped[int | None] = mapped_column(ForeignKey("staff_user.id"))
 

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from portal.models import (Appointment, AppointmentStatus, AppointmentType, Enrolment, EnrolmentStatus, Link,
                            Modality, Slot, utcnow)
 from portal.services.availability import MIN_NOTICE, slot_is_free
-from portal.services.errors import NoLiveAppointment, NotAvailable, SlotTaken
+from portal.services.errors import InvalidInput, NoLiveAppointment, NotAvailable, SlotTaken
 from portal.services.events import record_event
 from portal.services.messages import queue_notice
 
@@ -145,3 +145,18 @@ def _keep_links_until_visit(session: Session, enrolment: Enrolment, slot: Slot) 
     session.execute(update(Link).where(Link.enrolment_id == enrolment.id, Link.revoked_at.is_(None),
                                        Link.expires_at < slot.ends_at + timedelta(days=1))
                     .values(expires_at=slot.ends_at + timedelta(days=1)))
+
+
+VISIT_OUTCOMES = (AppointmentStatus.ATTENDED, AppointmentStatus.NO_SHOW)
+
+
+def record_visit_outcome(session: Session, appointment: Appointment, outcome: str) -> None:
+    """Mark a booked visit attended or no-show (they feed the kept-appointment rate).
+    Raises NoLiveAppointment when the visit isn't booked, InvalidInput for another outcome."""
+    if outcome not in VISIT_OUTCOMES:
+        raise InvalidInput()
+    if appointment.status != AppointmentStatus.BOOKED:
+        raise NoLiveAppointment()
+    appointment.status = AppointmentStatus(outcome)
+    enrolment = session.get(Enrolment, appointment.enrolment_id)
+    record_event(session, enrolment, str(outcome), actor="staff", appointment_id=appointment.id)

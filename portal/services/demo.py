@@ -14,11 +14,12 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from portal.models import (AppointmentType, AppointmentTypeGap, Campaign, ChannelConsent, Clinic, Enrolment, Link,
-                           Location, Modality, Patient, Provider, VerificationPolicy, utcnow)
+                           Location, Modality, Patient, Provider, Role, StaffUser, VerificationPolicy, utcnow)
 from portal.services.availability import add_slots_for_day
 from portal.services.care_gaps import care_gap
 from portal.services.keyed_hash import keyed_hash
 from portal.services.links import issue_link, link_url, token_for
+from portal.services.staff_auth import create_staff
 
 ZONE = "America/Chicago"
 DEMO_DAYS = 28
@@ -54,6 +55,24 @@ PATIENTS = [
     ("Ana", "López", date(1979, 5, 5), "es", "+13125550105", "", "main", "post_discharge_followup"),
     ("Dorothy", "Smith", date(1948, 9, 9), "en", "+13125550106", "", "flu", "flu_vaccine"),
 ]
+
+
+DEMO_STAFF = [
+    # email, name, role: one account per role so every console view can be tried
+    ("admin@riverside.example.org", "Alex Admin", Role.ADMIN),
+    ("scheduler@riverside.example.org", "Sam Scheduler", Role.SCHEDULER),
+    ("coordinator@riverside.example.org", "Casey Coordinator", Role.COORDINATOR),
+    ("campaigns@riverside.example.org", "Morgan Manager", Role.CAMPAIGN_MANAGER),
+]
+DEMO_STAFF_PASSWORD = "demo-password-2026"
+
+
+@dataclass
+class DemoStaff:
+    email: str
+    role: str
+    password: str
+    totp_secret: str
 
 
 @dataclass
@@ -112,8 +131,26 @@ def _seed_slots(session: Session, locations: list[Location], providers: list[Pro
                               day=day, start=time(9), end=time(12), minutes=30)
 
 
-def seed_demo(session: Session, now: datetime | None = None) -> list[DemoPatient]:
-    """Create (or find) the demo clinic and return each demo patient with their link."""
+def _demo_totp_secret(email: str) -> str:
+    digest = hmac.new(current_app.config["SECRET_KEY"].encode(), f"demo-totp:{email}".encode(), sha256).digest()
+    return base64.b32encode(digest[:20]).decode()
+
+
+def _seed_staff(session: Session) -> list[DemoStaff]:
+    """Demo accounts with their authenticator already enrolled, so the printed secret works."""
+    accounts = []
+    for email, name, role in DEMO_STAFF:
+        user = session.scalar(select(StaffUser).where(StaffUser.email == email))
+        if user is None:
+            user = create_staff(session, email, role, name, DEMO_STAFF_PASSWORD)
+            user.totp_secret = _demo_totp_secret(email)
+        accounts.append(DemoStaff(email, str(role), DEMO_STAFF_PASSWORD, user.totp_secret))
+    return accounts
+
+
+def seed_demo(session: Session, now: datetime | None = None) -> tuple[list[DemoPatient], list[DemoStaff]]:
+    """Create (or find) the demo clinic; return each demo patient with their link,
+    and the demo staff accounts."""
     now = now or utcnow()
     clinic = _get_or_add(session, Clinic, {"name": "Riverside Clinic"}, phone="+1 312 555 0100",
                          email="hello@riverside.example.org", postal_address="100 River St, Chicago, IL 60601")
@@ -160,4 +197,4 @@ def seed_demo(session: Session, now: datetime | None = None) -> list[DemoPatient
                                 tier=care_gap(gap).tier)
         demo.append(DemoPatient(name=patient.full_name, birth_date=birth.isoformat(), language=language,
                                 link=demo_link(session, enrolment, now)))
-    return demo
+    return demo, _seed_staff(session)

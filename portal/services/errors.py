@@ -56,3 +56,19 @@ class NoLiveAppointment(PortalError):
 
 class InvalidInput(PortalError):
     """A value failed a rule the form layer could not check."""
+
+
+class SignInFailed(PortalError):
+    """Email, password or authenticator code wrong. Says nothing about which."""
+
+
+class AccountLocked(PortalError):
+    """Too many failed sign-ins; the account waits before it accepts another try."""
+
+
+class NotPermitted(PortalError):
+    """The staff member's role does not allow this."""
+
+
+class AuditIsAppendOnly(PortalError):
+    """Something tried to change or delete an audit entry."""
