@@ -47,6 +47,11 @@ def open_locations(session: Session, clinic_id: int) -> list[Location]:
                                 .order_by(Location.name)))
 
 
+def all_locations(session: Session) -> list[Location]:
+    """Every open location, for the console."""
+    return list(session.scalars(select(Location).where(Location.retired.is_(False)).order_by(Location.name)))
+
+
 def location_for(session: Session, clinic_id: int, location_id: int | None) -> Location:
     for location in open_locations(session, clinic_id):
         if location.id == location_id:
