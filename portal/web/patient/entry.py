@@ -19,7 +19,7 @@ from portal.web.patient.context import (current_enrolment, current_key_hash, cur
 from portal.web.patient.forms import SendCodeForm, VerifyCodeForm, VerifyNameForm
 
 
-@bp.get("/r/<token>")
+@bp.get("/r/<path:token>")
 def open_link(token: str):
     """GET never consumes the link: it opens a session and moves the token out of the URL."""
     try:
