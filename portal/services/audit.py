@@ -47,7 +47,7 @@ def search_audit(session: Session, *, staff_email: str = "", record_type: str = 
         query = query.where(AuditEntry.occurred_at >= since)
     if until is not None:
         query = query.where(AuditEntry.occurred_at < until)
-    return list(session.execute(query).tuples())
+    return list(session.execute(query).all())
 
 
 def audit_csv(rows: list[tuple]) -> str:

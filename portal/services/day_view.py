@@ -44,7 +44,7 @@ def schedule_for(session: Session, location: Location, first_day: date, days: in
         rows = session.execute(
             select(Appointment, Patient).join(Patient, Patient.id == Appointment.patient_id)
             .where(and_(Appointment.slot_id.in_([s.id for s in slots]), Appointment.status.in_(SHOWN_STATUSES)))
-            .order_by(Appointment.id)).tuples()
+            .order_by(Appointment.id)).all()
         for appointment, patient in rows:
             booked.setdefault(appointment.slot_id, []).append((appointment, patient))
     result = []

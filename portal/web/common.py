@@ -15,6 +15,8 @@ from werkzeug.exceptions import HTTPException
 
 from portal.channels import build_channels
 from portal.extensions import db
+from portal.models import localized
+from portal.services.care_gaps import care_gap
 from portal.services.dispatch import dispatch_due
 
 CSP = ("default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
@@ -130,4 +132,5 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(HTTPException, _error_page)
     app.register_error_handler(Exception, _unexpected_error)
     app.jinja_env.filters.update(local_day=local_day, local_time=local_time, local_datetime=local_datetime)
-    app.jinja_env.globals.update(get_locale=get_locale)
+    app.jinja_env.globals.update(get_locale=get_locale, care_gap=care_gap,
+                                 localized=lambda texts: localized(texts, str(get_locale())))

@@ -11,7 +11,6 @@ from flask_babel import get_locale, gettext as _
 from portal.extensions import db
 from portal.models import Enrolment, Link, Modality, WebSession, localized
 from portal.services.calendar import join_link
-from portal.services.care_gaps import care_gap
 from portal.services.errors import LinkExpired, LinkRevoked, SessionEnded
 from portal.services.links import check_link_live
 from portal.services.patient_sessions import load_patient_session, session_key_hash
@@ -95,5 +94,4 @@ def visit_label(appointment_type, enrolment) -> str:
 
 
 def template_helpers() -> dict:
-    return {"visit_label": visit_label, "join_link": join_link, "care_gap": care_gap,
-            "localized": lambda texts: localized(texts, str(get_locale()))}
+    return {"visit_label": visit_label, "join_link": join_link}
