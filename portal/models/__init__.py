@@ -2,7 +2,9 @@
 from portal.models.base import Base, utcnow
 from portal.models.campaign import Campaign, Enrolment, EnrolmentStatus, Event, Link, VerificationPolicy
 from portal.models.clinic import AppointmentType, AppointmentTypeGap, Clinic, Location, Modality, Provider, Slot, localized
+from portal.models.history import ClinicalFact, FactKind
 from portal.models.messaging import OutboxMessage, OutboxStatus
+from portal.models.outreach import CampaignVariant, ConsentChange, DeliveryReceipt, InboundMessage
 from portal.models.patient import Channel, ChannelConsent, Patient
 from portal.models.security import OneTimeCode, WebSession
 from portal.models.staff import (AuditEntry, AvailabilityBlock, AvailabilityTemplate, HelpNote, OutreachAttempt, Role,
@@ -10,6 +12,7 @@ from portal.models.staff import (AuditEntry, AvailabilityBlock, AvailabilityTemp
 from portal.models.visit import Appointment, AppointmentStatus, FormResponse, HelpKind, HelpRequest, HelpStatus
 
 __all__ = [
+    "CampaignVariant", "ClinicalFact", "ConsentChange", "DeliveryReceipt", "FactKind", "InboundMessage",
     "AuditEntry", "AvailabilityBlock", "AvailabilityTemplate", "HelpNote", "OutreachAttempt", "Role", "StaffUser",
     "Appointment", "AppointmentStatus", "AppointmentType", "AppointmentTypeGap", "Base", "Campaign",
     "Channel", "ChannelConsent", "Clinic", "Enrolment", "EnrolmentStatus", "Event", "FormResponse",

@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from enum import StrEnum
 
-from sqlalchemy import ForeignKey, Index, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, Index, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from portal.models.base import Base, intpk, json_dict, str32, str64, str200, utc_created
@@ -32,6 +32,17 @@ class Campaign(Base):
     status: Mapped[str32] = mapped_column(default="draft")
     verification_policy: Mapped[str32] = mapped_column(default=VerificationPolicy.DOB_AND_CODE)
     link_lifetime_days: Mapped[int] = mapped_column(default=14)
+    care_gap_codes: Mapped[list[str]] = mapped_column(JSON, default=list)
+    holdout_percent: Mapped[int] = mapped_column(default=10)
+    channels: Mapped[list[str]] = mapped_column(JSON, default=list)  # in order of preference
+    step_days: Mapped[list[int]] = mapped_column(JSON, default=lambda: [0, 7, 14, 30])
+    escalate_tier1: Mapped[bool] = mapped_column(default=True)  # tier 1 goes straight to a call
+    max_per_day: Mapped[int] = mapped_column(default=1)  # frequency caps, per patient
+    max_per_week: Mapped[int] = mapped_column(default=3)
+    recontact_days: Mapped[int] = mapped_column(default=30)  # no one contacted this recently
+    window_days: Mapped[int] = mapped_column(default=90)  # how long a booking counts as won back
+    max_invites: Mapped[int | None]  # don't invite more people than there are slots
+    launched_at: Mapped[datetime | None]
     created_at: Mapped[utc_created]
 
     clinic: Mapped[Clinic] = relationship()
@@ -43,7 +54,8 @@ class Campaign(Base):
 
 class Enrolment(Base):
     __tablename__ = "enrolment"
-    __table_args__ = (UniqueConstraint("campaign_id", "patient_id", "care_gap_code"),)
+    __table_args__ = (UniqueConstraint("campaign_id", "patient_id", "care_gap_code"),
+                      Index("ix_enrolment_due", "next_step_at"))
     id: Mapped[intpk]
     campaign_id: Mapped[int] = mapped_column(ForeignKey("campaign.id"))
     patient_id: Mapped[int] = mapped_column(ForeignKey("patient.id"), index=True)
@@ -57,6 +69,10 @@ class Enrolment(Base):
     locked_at: Mapped[datetime | None]
     remind_after: Mapped[date | None]
     closed_reason: Mapped[str32] = mapped_column(default="")
+    next_step: Mapped[int] = mapped_column(default=0)  # index into campaign.step_days
+    next_step_at: Mapped[datetime | None]  # None: nothing more to send
+    escalated_at: Mapped[datetime | None]  # put on the coordinators' call list
+    last_contacted_at: Mapped[datetime | None]
     created_at: Mapped[utc_created]
 
     campaign: Mapped[Campaign] = relationship()

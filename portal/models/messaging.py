@@ -7,7 +7,7 @@ from enum import StrEnum
 from sqlalchemy import ForeignKey, Index, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from portal.models.base import Base, intpk, str16, str32, str200, utc_created
+from portal.models.base import Base, intpk, str16, str32, str64, str200, utc_created
 
 
 class OutboxStatus(StrEnum):
@@ -37,3 +37,9 @@ class OutboxMessage(Base):
     created_at: Mapped[utc_created]
     sent_at: Mapped[datetime | None]
     last_error: Mapped[str200] = mapped_column(default="")
+    campaign_id: Mapped[int | None] = mapped_column(ForeignKey("campaign.id"))
+    step: Mapped[int | None]  # which step of the campaign sequence; None for transactional messages
+    variant: Mapped[str16] = mapped_column(default="")
+    provider_message_id: Mapped[str64] = mapped_column(default="")
+    claimed_until: Mapped[datetime | None]  # a dispatcher is sending it; reclaimable after this
+    delivered_at: Mapped[datetime | None]

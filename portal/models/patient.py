@@ -33,6 +33,9 @@ class Patient(Base):
     state: Mapped[str32] = mapped_column(default="")
     postal_code: Mapped[str16] = mapped_column(default="")
     deceased_on: Mapped[date | None]
+    moved_away: Mapped[bool] = mapped_column(default=False)
+    coverage_active: Mapped[bool] = mapped_column(default=True)
+    uses_portal: Mapped[bool] = mapped_column(default=False)  # gets the portal inbox message first
     created_at: Mapped[utc_created]
 
     @property
