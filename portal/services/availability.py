@@ -25,11 +25,12 @@ class Window:
 
 
 def appointment_types_for(session: Session, enrolment: Enrolment) -> list[AppointmentType]:
-    """Types that close the enrolment's care gap, in-person first."""
+    """The campaign clinic's types that close the enrolment's care gap, in-person first."""
     return list(session.scalars(
         select(AppointmentType)
         .join(AppointmentTypeGap)
-        .where(AppointmentTypeGap.care_gap_code == enrolment.care_gap_code, AppointmentType.retired.is_(False))
+        .where(AppointmentTypeGap.care_gap_code == enrolment.care_gap_code, AppointmentType.retired.is_(False),
+               AppointmentType.clinic_id == enrolment.campaign.clinic_id)
         .order_by(AppointmentType.modality, AppointmentType.id)
     ))
 
@@ -96,6 +97,9 @@ def search_slots(session: Session, enrolment: Enrolment, appointment_type: Appoi
     )
     if location is not None:
         query = query.where(Slot.location_id == location.id)
+    else:  # telehealth: any location of the type's own clinic
+        query = query.where(Slot.location_id.in_(select(Location.id).where(
+            Location.clinic_id == appointment_type.clinic_id)))
     if window == Window.EVENINGS_WEEKENDS:
         query = query.where(or_(Slot.local_weekday >= 5, Slot.local_minutes >= EVENING_STARTS.hour * 60))
     if after_slot_id is not None:

@@ -36,7 +36,8 @@ def held_slot(session: Session, enrolment: Enrolment, now: datetime | None = Non
 
 
 def _check_slot_fits(slot: Slot | None, appointment_type: AppointmentType, now: datetime) -> Slot:
-    if slot is None or slot.modality != appointment_type.modality or slot.starts_at < now + MIN_NOTICE:
+    if (slot is None or slot.modality != appointment_type.modality or slot.starts_at < now + MIN_NOTICE
+            or slot.location.clinic_id != appointment_type.clinic_id):
         raise NotAvailable()
     return slot
 
