@@ -20,6 +20,7 @@ from portal.services.availability import MIN_NOTICE, slot_is_free
 from portal.services.errors import InvalidInput, NoLiveAppointment, NotAvailable, SlotTaken
 from portal.services.events import record_event
 from portal.services.messages import queue_notice
+from portal.services.sequence import stop_sequence
 
 DEFAULT_HOLD = timedelta(minutes=10)
 
@@ -66,13 +67,14 @@ def hold_slot(session: Session, enrolment: Enrolment, appointment_type: Appointm
 
 
 def book_slot(session: Session, enrolment: Enrolment, appointment_type: AppointmentType, slot_id: int,
-              via: str = "portal", actor: str = "patient", now: datetime | None = None) -> Appointment:
+              via: str = "portal", actor: str = "patient", link_id: int | None = None,
+              now: datetime | None = None) -> Appointment:
     """Book a seat for the enrolment, atomically; a live booking becomes a reschedule.
 
     Idempotent: confirming the same slot twice (double submit, refresh) returns the
     booking already made. Raises NotAvailable or SlotTaken; on SlotTaken nothing
-    has changed. Queues a PHI-free confirmation and records `booked` or
-    `rescheduled` on the enrolment.
+    has changed. Queues a PHI-free confirmation, stops the outreach sequence, and
+    records `booked` or `rescheduled` with the link used (for attribution).
     """
     now = now or utcnow()
     current = live_appointment(session, enrolment)
@@ -106,10 +108,11 @@ def book_slot(session: Session, enrolment: Enrolment, appointment_type: Appointm
         current.replaced_by_id = appointment.id
     session.refresh(slot)
     enrolment.status = EnrolmentStatus.BOOKED
+    stop_sequence(session, enrolment, "booked")
     _keep_links_until_visit(session, enrolment, slot)
     kind = "rescheduled" if current is not None else "booked"
     record_event(session, enrolment, kind, actor=actor, appointment_id=appointment.id, slot_id=slot.id,
-                 appointment_type=appointment_type.code, via=via)
+                 appointment_type=appointment_type.code, via=via, link_id=link_id)
     queue_notice(session, enrolment, "booking_confirmed", dedupe_key=f"booked:{appointment.id}")
     return appointment
 

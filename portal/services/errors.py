@@ -72,3 +72,11 @@ class NotPermitted(PortalError):
 
 class AuditIsAppendOnly(PortalError):
     """Something tried to change or delete an audit entry."""
+
+
+class MessageRejected(InvalidInput):
+    """Staff wording failed the message linter; `problems` says why, per language."""
+
+    def __init__(self, problems: list) -> None:
+        super().__init__()
+        self.problems = problems

@@ -24,6 +24,18 @@ def consented_channels(session: Session, patient: Patient) -> list[str]:
     return [str(channel) for channel, address in available if address and channel not in refused]
 
 
+def render_message(template: str, channel: str, locale: str, context: dict) -> tuple[str, str, str]:
+    """Subject, text and HTML of a message template in the recipient's language
+    (SMS has only text)."""
+    folder = f"messages/{template}"
+    with force_locale(locale):
+        if channel == Channel.SMS:
+            return "", render_template(f"{folder}/sms.txt", **context).strip(), ""
+        return (render_template(f"{folder}/subject.txt", **context).strip(),
+                render_template(f"{folder}/body.txt", **context).strip(),
+                render_template(f"{folder}/body.html", **context))
+
+
 def queue_message(session: Session, *, enrolment: Enrolment, template: str, channel: str,
                   dedupe_key: str, context: dict | None = None) -> OutboxMessage:
     """Render a template for the enrolment's patient and add it to the outbox.
@@ -35,20 +47,12 @@ def queue_message(session: Session, *, enrolment: Enrolment, template: str, chan
     if existing is not None:
         return existing
     patient = enrolment.patient
-    clinic = enrolment.campaign.clinic
-    context = {"clinic": clinic, "base_url": current_app.config["BASE_URL"], **(context or {})}
-    folder = f"messages/{template}"
-    with force_locale(patient.preferred_language):
-        if channel == Channel.SMS:
-            subject, text, html = "", render_template(f"{folder}/sms.txt", **context).strip(), ""
-        else:
-            subject = render_template(f"{folder}/subject.txt", **context).strip()
-            text = render_template(f"{folder}/body.txt", **context).strip()
-            html = render_template(f"{folder}/body.html", **context)
+    context = {"clinic": enrolment.campaign.clinic, "base_url": current_app.config["BASE_URL"], **(context or {})}
+    subject, text, html = render_message(template, channel, patient.preferred_language, context)
     message = OutboxMessage(
         dedupe_key=dedupe_key, enrolment_id=enrolment.id, patient_id=patient.id, channel=channel,
         template=template, locale=patient.preferred_language,
-        recipient=patient.phone if channel == Channel.SMS else patient.email,
+        recipient={Channel.SMS: patient.phone, Channel.EMAIL: patient.email}.get(channel, f"portal:{patient.id}"),
         subject=subject, body_text=text, body_html=html, next_attempt_at=utcnow(), created_at=utcnow(),
     )
     session.add(message)

@@ -2,7 +2,7 @@
 later, stop contacting me, and the one-question survey. Each is an event."""
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta, timezone
 
 from sqlalchemy import update
 from sqlalchemy.orm import Session
@@ -12,6 +12,7 @@ from portal.services.booking import cancel_appointment, live_appointment
 from portal.services.events import record_event
 from portal.services.links import revoke_links
 from portal.services.patient_sessions import end_patient_sessions
+from portal.services.sequence import stop_sequence
 
 SURVEY_REASONS = ("no_time", "transport", "cost", "forgot", "language", "felt_fine", "portal_hard", "other")
 REMIND_WEEKS = (2, 4, 8)
@@ -28,6 +29,7 @@ def close_enrolment(session: Session, enrolment: Enrolment, reason: str, note: s
         cancel_appointment(session, enrolment, reason=reason, now=now)
     enrolment.status = EnrolmentStatus.CLOSED
     enrolment.closed_reason = reason
+    stop_sequence(session, enrolment, reason)
     record_event(session, enrolment, "declined", reason=reason, has_note=bool(note))
 
 
@@ -35,6 +37,9 @@ def snooze(session: Session, enrolment: Enrolment, weeks: int, today: date) -> d
     """Remind me later: outreach pauses until the chosen date."""
     enrolment.status = EnrolmentStatus.SNOOZED
     enrolment.remind_after = today + timedelta(weeks=weeks)
+    stop_sequence(session, enrolment, "remind_later")
+    # Resume then; the dispatcher still keeps the patient's quiet hours.
+    enrolment.next_step_at = datetime.combine(enrolment.remind_after, time(15), timezone.utc)
     record_event(session, enrolment, "declined", reason="remind_later", weeks=weeks)
     return enrolment.remind_after
 
@@ -52,6 +57,7 @@ def opt_out(session: Session, enrolment: Enrolment, now: datetime | None = None)
                     .values(status=OutboxStatus.CANCELLED))
     enrolment.status = EnrolmentStatus.CLOSED
     enrolment.closed_reason = "opted_out"
+    enrolment.next_step_at = None
     record_event(session, enrolment, "opted_out", channel="all")
     revoke_links(session, enrolment, "opted_out", now)
     end_patient_sessions(session, enrolment.id)

@@ -38,11 +38,11 @@ def open_queue(session: Session, kind: str = "", mine_only_staff_id: int | None 
                                          .where(Enrolment.locked_at.is_not(None)).order_by(Enrolment.locked_at)):
             items.append(QueueItem("locked", enrolment, None, enrolment.locked_at))
     if kind in ("", "call") and mine_only_staff_id is None:
-        # Tier 1 (post-discharge) enrolments not yet booked go straight to a call.
+        # Escalated by the sequence: tier 1 at launch, everyone else after the last reminder.
         for enrolment in session.scalars(select(Enrolment).options(joinedload(Enrolment.patient))
-                                         .where(Enrolment.tier == 1, Enrolment.status == "invited",
-                                                Enrolment.locked_at.is_(None)).order_by(Enrolment.created_at)):
-            items.append(QueueItem("call", enrolment, None, enrolment.created_at))
+                                         .where(Enrolment.escalated_at.is_not(None), Enrolment.status == "invited",
+                                                Enrolment.locked_at.is_(None)).order_by(Enrolment.escalated_at)):
+            items.append(QueueItem("call", enrolment, None, enrolment.escalated_at))
     return sorted(items, key=lambda item: item.since)
 
 

@@ -12,6 +12,7 @@ EVERYONE = set(ROLES)
 SCHEDULE = {"admin", "scheduler", "coordinator"}
 SCHEDULING = {"admin", "scheduler"}
 QUEUE = {"admin", "coordinator"}
+CAMPAIGNS = {"admin", "campaign_manager"}
 ADMIN = {"admin"}
 
 # endpoint -> (method, roles that may use it). Sign-in pages are open to everyone.
@@ -28,6 +29,11 @@ EXPECTED = {
     "staff.update_help_request": ("POST", QUEUE),
     "staff.log_call": ("POST", QUEUE),
     "staff.unlock": ("POST", QUEUE),
+    "staff.campaign_list": ("GET", CAMPAIGNS),
+    "staff.new_campaign": ("GET", CAMPAIGNS),
+    "staff.campaign": ("GET", CAMPAIGNS),
+    "staff.save_variant": ("POST", CAMPAIGNS),
+    "staff.campaign_status": ("POST", CAMPAIGNS),
     "staff.users": ("GET", ADMIN),
     "staff.audit_log": ("GET", ADMIN),
 }

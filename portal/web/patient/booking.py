@@ -15,7 +15,7 @@ from portal.services.previsit import form_response
 from portal.services.help_requests import help_requests_for
 from portal.web.common import commit
 from portal.web.patient import bp
-from portal.web.patient.context import current_enrolment, verified_required
+from portal.web.patient.context import current_enrolment, current_patient_session, verified_required
 from portal.web.patient.forms import CancelForm, SlotChoiceForm
 
 
@@ -76,19 +76,26 @@ def _taken(type_id: int, slot_id: int):
     return _render_times(type_id, slot.location_id if slot else None, availability.Window.ANY, status=409, taken=True)
 
 
+def _cannot_choose(form: SlotChoiceForm):
+    """A time or kind of visit that isn't on offer to this patient (an edited or stale form)."""
+    errors = form.slot.errors or form.appointment_type.errors
+    return render_template("errors/error.html", code=400, title=_("Something in the form wasn't right"),
+                           message=errors[0] if errors else _("Please choose a time.")), 400
+
+
 @bp.post("/visit/hold")
 @verified_required
 def hold():
     enrolment = current_enrolment()
     form = SlotChoiceForm()
     if not form.validate():
-        return redirect(url_for("patient.choose"), code=303)
+        return _cannot_choose(form)
     try:
         appointment_type = availability.appointment_type_for(db.session, enrolment, form.appointment_type.data)
         slot = booking.hold_slot(db.session, enrolment, appointment_type, form.slot.data,
                                  hold_for=timedelta(minutes=current_app.config["HOLD_MINUTES"]))
     except NotAvailable:
-        return redirect(url_for("patient.choose"), code=303)
+        return _cannot_choose(form)
     except SlotTaken:
         return _taken(form.appointment_type.data, form.slot.data)
     commit()
@@ -117,12 +124,13 @@ def book():
     enrolment = current_enrolment()
     form = SlotChoiceForm()
     if not form.validate():
-        return redirect(url_for("patient.choose"), code=303)
+        return _cannot_choose(form)
     try:
         appointment_type = availability.appointment_type_for(db.session, enrolment, form.appointment_type.data)
-        booking.book_slot(db.session, enrolment, appointment_type, form.slot.data)
+        booking.book_slot(db.session, enrolment, appointment_type, form.slot.data,
+                          link_id=current_patient_session().link_id)
     except NotAvailable:
-        return redirect(url_for("patient.choose"), code=303)
+        return _cannot_choose(form)
     except SlotTaken:
         return _taken(form.appointment_type.data, form.slot.data)
     commit()
