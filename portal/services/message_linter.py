@@ -28,7 +28,7 @@ CLINICAL_WORDS = {
     ),
     "es": (
         "diabet", "a1c\\b", "glucosa", "insulina", "colesterol", "hipertens", "presion arterial", "cancer", "tumor",
-        "oncolog", "mamograf", "seno\\b", "mama\\b", "colon\\b", "colonoscop", "heces", "vih\\b", "hepatitis", "embaraz",
+        "oncolog", "mamograf", "seno\\b", "colon\\b", "colonoscop", "heces", "vih\\b", "hepatitis", "embaraz",
         "prenatal", "depresion", "ansiedad", "salud mental", "psiquiatr", "opioide", "alcohol", "asma\\b", "epoc\\b",
         "corazon", "cardi", "rinon", "renal", "dialisis", "derrame", "demencia", "alzheimer", "obesidad",
         "estatina", "metformina", "receta", "medicamento", "medicina", "farmac", "vacuna", "inmuniz",
