@@ -9,7 +9,8 @@ from portal.models.patient import Channel, ChannelConsent, Patient
 from portal.models.security import OneTimeCode, WebSession
 from portal.models.staff import (AuditEntry, AvailabilityBlock, AvailabilityTemplate, HelpNote, OutreachAttempt, Role,
                                  StaffUser)
-from portal.models.visit import Appointment, AppointmentStatus, FormResponse, HelpKind, HelpRequest, HelpStatus
+from portal.models.visit import (Appointment, AppointmentStatus, FormResponse, HelpKind, HelpRequest, HelpStatus,
+                                 RefillRequest, RefillStatus)
 
 __all__ = [
     "CampaignVariant", "ClinicalFact", "ConsentChange", "DeliveryReceipt", "FactKind", "InboundMessage",
@@ -17,6 +18,6 @@ __all__ = [
     "Appointment", "AppointmentStatus", "AppointmentType", "AppointmentTypeGap", "Base", "Campaign",
     "Channel", "ChannelConsent", "Clinic", "Enrolment", "EnrolmentStatus", "Event", "FormResponse",
     "HelpKind", "HelpRequest", "HelpStatus", "Link", "Location", "Modality", "OneTimeCode",
-    "OutboxMessage", "OutboxStatus", "Patient", "Provider", "Slot", "VerificationPolicy", "WebSession",
+    "OutboxMessage", "OutboxStatus", "Patient", "Provider", "RefillRequest", "RefillStatus", "Slot", "VerificationPolicy", "WebSession",
     "localized", "utcnow",
 ]

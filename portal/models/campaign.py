@@ -43,6 +43,7 @@ class Campaign(Base):
     window_days: Mapped[int] = mapped_column(default=90)  # how long a booking counts as won back
     max_invites: Mapped[int | None]  # don't invite more people than there are slots
     launched_at: Mapped[datetime | None]
+    welcome_note: Mapped[json_dict]  # {locale: "what's new since your last visit"}, shown after verification
     created_at: Mapped[utc_created]
 
     clinic: Mapped[Clinic] = relationship()
@@ -72,6 +73,7 @@ class Enrolment(Base):
     next_step: Mapped[int] = mapped_column(default=0)  # index into campaign.step_days
     next_step_at: Mapped[datetime | None]  # None: nothing more to send
     escalated_at: Mapped[datetime | None]  # put on the coordinators' call list
+    subject_fact_id: Mapped[int | None] = mapped_column(ForeignKey("clinical_fact.id"))  # e.g. the medicine to refill
     last_contacted_at: Mapped[datetime | None]
     created_at: Mapped[utc_created]
 

@@ -7,7 +7,7 @@ from enum import StrEnum
 from sqlalchemy import CheckConstraint, ForeignKey, Index
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from portal.models.base import Base, intpk, json_dict, str32, str64, str200, utc
+from portal.models.base import Base, intpk, json_dict, str16, str32, str64, str200, utc
 
 
 class Modality(StrEnum):
@@ -60,6 +60,8 @@ class AppointmentType(Base):
     code: Mapped[str64] = mapped_column(unique=True)
     name: Mapped[json_dict]  # {locale: text}
     what_to_bring: Mapped[json_dict]  # {locale: text}
+    preparation: Mapped[json_dict]  # {locale: text}, e.g. fasting before a lab visit
+    service: Mapped[str16] = mapped_column(default="visit")  # visit, lab or pharmacist
     modality: Mapped[str32]
     duration_minutes: Mapped[int]
     form_code: Mapped[str32] = mapped_column(default="previsit")

@@ -23,6 +23,8 @@ class CampaignVariant(Base):
     sms_text: Mapped[json_dict]
     email_subject: Mapped[json_dict]
     email_text: Mapped[json_dict]
+    offer_text: Mapped[json_dict]  # {locale: text}, a time-limited offer shown in the portal; off when empty
+    offer_ends_at: Mapped[datetime | None]
 
 
 class ConsentChange(Base):

@@ -36,6 +36,7 @@ class Patient(Base):
     moved_away: Mapped[bool] = mapped_column(default=False)
     coverage_active: Mapped[bool] = mapped_column(default=True)
     uses_portal: Mapped[bool] = mapped_column(default=False)  # gets the portal inbox message first
+    pharmacy: Mapped[str200] = mapped_column(default="")  # name and address of the pharmacy on file
     created_at: Mapped[utc_created]
 
     @property

@@ -22,10 +22,12 @@ class AppointmentStatus(StrEnum):
 class Appointment(Base):
     __tablename__ = "appointment"
     __table_args__ = (
-        # One live booking per enrolment: a double submit or a replayed form can't make two.
+        # One live booking per enrolment (and per place in a lab-then-visit pair): a double
+        # submit or a replayed form can't make two.
         Index(
             "uq_appointment_live_per_enrolment",
             "enrolment_id",
+            "sequence",
             unique=True,
             sqlite_where=text("status = 'booked'"),
             postgresql_where=text("status = 'booked'"),
@@ -43,6 +45,7 @@ class Appointment(Base):
     cancelled_at: Mapped[datetime | None]
     cancel_reason: Mapped[str32] = mapped_column(default="")
     replaced_by_id: Mapped[int | None] = mapped_column(ForeignKey("appointment.id"))
+    sequence: Mapped[int] = mapped_column(default=0)  # 0: the visit; 1: the follow-up booked with a lab visit
 
     slot: Mapped[Slot] = relationship()
     appointment_type: Mapped[AppointmentType] = relationship()
@@ -86,3 +89,26 @@ class HelpRequest(Base):
     resolution_note: Mapped[str200] = mapped_column(default="")
     assigned_staff_id: Mapped[int | None] = mapped_column(ForeignKey("staff_user.id"))
 
+
+
+class RefillStatus(StrEnum):
+    NEW = "new"
+    SENT_TO_PHARMACY = "sent_to_pharmacy"
+    DONE = "done"
+    NEEDS_VISIT = "needs_visit"
+
+
+class RefillRequest(Base):
+    """A patient's one-tap refill request or pharmacist callback, for the care team's queue."""
+
+    __tablename__ = "refill_request"
+    __table_args__ = (Index("ix_refill_request_status_created", "status", "created_at"),)
+    id: Mapped[intpk]
+    enrolment_id: Mapped[int] = mapped_column(ForeignKey("enrolment.id"), index=True)
+    kind: Mapped[str16]  # refill or pharmacist
+    medication_fact_id: Mapped[int | None] = mapped_column(ForeignKey("clinical_fact.id"))
+    pharmacy: Mapped[str200] = mapped_column(default="")
+    status: Mapped[str16] = mapped_column(default=RefillStatus.NEW)
+    created_at: Mapped[utc_created]
+    updated_at: Mapped[utc_created]
+    completed_at: Mapped[datetime | None]  # set when an import shows the medicine dispensed

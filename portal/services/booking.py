@@ -25,9 +25,11 @@ from portal.services.sequence import stop_sequence
 DEFAULT_HOLD = timedelta(minutes=10)
 
 
-def live_appointment(session: Session, enrolment: Enrolment) -> Appointment | None:
+def live_appointment(session: Session, enrolment: Enrolment, sequence: int = 0) -> Appointment | None:
+    """The enrolment's booked visit (sequence 1: the follow-up booked with a lab visit)."""
     return session.scalar(select(Appointment).where(Appointment.enrolment_id == enrolment.id,
-                                                    Appointment.status == AppointmentStatus.BOOKED))
+                                                    Appointment.status == AppointmentStatus.BOOKED,
+                                                    Appointment.sequence == sequence))
 
 
 def held_slot(session: Session, enrolment: Enrolment, now: datetime | None = None) -> Slot | None:
