@@ -38,8 +38,9 @@ class PatientBrowser:
         return self.post("/welcome/verify", {"birth_month": str(birth.month), "birth_day": str(birth.day),
                                              "birth_year": str(birth.year), "code": code_reader(db, invited.patient)})
 
-    def slot_ids(self) -> list[int]:
-        return [int(v) for v in re.findall(r'name="slot" value="(\d+)"', self.page)]
+    def slot_ids(self, field: str = "slot") -> list[int]:
+        """The times offered on the page (field "second" on the follow-up page)."""
+        return [int(v) for v in re.findall(rf'name="{field}" value="(\d+)"', self.page)]
 
     def type_ids(self) -> list[int]:
         return [int(v) for v in re.findall(r'name="appointment_type" value="(\d+)"', self.page)]

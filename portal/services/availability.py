@@ -3,7 +3,7 @@ the soonest open times, one indexed query per page."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import and_, or_, select
@@ -70,6 +70,12 @@ def slot_is_free(now: datetime, enrolment_id: int):
     )
 
 
+def booking_window(appointment_type: AppointmentType, now: datetime) -> tuple[datetime, datetime]:
+    """How soon and how far ahead patients may book this type."""
+    notice = max(MIN_NOTICE, timedelta(hours=appointment_type.min_notice_hours))
+    return now + notice, now + min(BOOKING_HORIZON, timedelta(days=appointment_type.max_days_ahead))
+
+
 @dataclass
 class SlotPage:
     slots: list[Slot]
@@ -78,15 +84,20 @@ class SlotPage:
 
 def search_slots(session: Session, enrolment: Enrolment, appointment_type: AppointmentType,
                  location: Location | None, window: str = Window.ANY, after_slot_id: int | None = None,
-                 limit: int = 12, now: datetime | None = None) -> SlotPage:
-    """The soonest open times for a type (and location, for in-person), oldest first.
+                 limit: int = 12, between: tuple[datetime, datetime] | None = None,
+                 now: datetime | None = None) -> SlotPage:
+    """The soonest open times for a type (and location, for in-person), oldest first,
+    within the type's booking notice and horizon (and `between`, for a follow-up).
 
     Paging is by keyset: `after_slot_id` continues after that slot's time, so every
     page is one index range scan however far the patient pages.
     """
     now = now or utcnow()
-    earliest = now + MIN_NOTICE
-    latest = now + (timedelta(days=7) if window == Window.THIS_WEEK else BOOKING_HORIZON)
+    earliest, latest = booking_window(appointment_type, now)
+    if window == Window.THIS_WEEK:
+        latest = min(latest, now + timedelta(days=7))
+    if between is not None:
+        earliest, latest = max(earliest, between[0]), min(latest, between[1])
     query = (
         select(Slot)
         .options(joinedload(Slot.location), joinedload(Slot.provider))
@@ -121,31 +132,48 @@ def group_by_local_day(slots: list[Slot]) -> list[tuple[date, list[Slot]]]:
     return groups
 
 
+def wall_clock_starts(zone: ZoneInfo, day: date, start: time, end: time,
+                      minutes: int) -> list[tuple[datetime, datetime]]:
+    """Back-to-back slot starts between two local wall-clock times on one day, as
+    (naive local wall time, aware UTC start) pairs, earliest first.
+
+    A 9:00 start is 9:00 local on either side of a daylight-saving change. A wall
+    time that does not exist that day (the spring-forward gap) is skipped rather
+    than shifted; an ambiguous one (the autumn repeated hour) is taken once, at its
+    first occurrence. Pure: no database, no errors beyond what zoneinfo raises.
+    """
+    starts: list[tuple[datetime, datetime]] = []
+    step = timedelta(minutes=minutes)
+    cursor = datetime.combine(day, start)
+    last = datetime.combine(day, end)
+    while cursor + step <= last:
+        local = cursor.replace(tzinfo=zone)  # fold=0: the first occurrence of an ambiguous time
+        starts_at = local.astimezone(timezone.utc)
+        if starts_at.astimezone(zone).replace(tzinfo=None) == cursor:  # round trip fails only in the gap
+            starts.append((cursor, starts_at))
+        cursor += step
+    return starts
+
+
 def add_slots_for_day(session: Session, *, location: Location, provider_id: int, modality: str,
                       day: date, start: time, end: time, minutes: int, capacity: int = 1) -> list[Slot]:
     """Create back-to-back slots between two local wall-clock times on one day.
 
-    Local times are converted with the location's zone, so a 9:00 slot is 9:00 on
-    either side of a daylight-saving change; a wall time that does not exist that
-    day (the spring-forward gap) is skipped rather than shifted. Existing slots are
-    left alone, so running it twice creates nothing new.
+    Local times are converted with the location's zone (see `wall_clock_starts`), so
+    a 9:00 slot is 9:00 on either side of a daylight-saving change and a wall time
+    that does not exist that day is skipped rather than shifted. Existing slots are
+    left alone, so running it twice creates nothing new. Raises nothing of its own.
     """
-    zone = ZoneInfo(location.time_zone)
     created: list[Slot] = []
-    cursor = datetime.combine(day, start)
-    while cursor + timedelta(minutes=minutes) <= datetime.combine(day, end):
-        local = cursor.replace(tzinfo=zone)
-        if local.astimezone(ZoneInfo("UTC")).astimezone(zone).replace(tzinfo=None) == cursor:
-            starts_at = local.astimezone(ZoneInfo("UTC"))
-            exists = session.scalar(select(Slot.id).where(Slot.provider_id == provider_id,
-                                                          Slot.location_id == location.id,
-                                                          Slot.starts_at == starts_at))
-            if exists is None:
-                slot = Slot(location_id=location.id, provider_id=provider_id, modality=Modality(modality),
-                            starts_at=starts_at, ends_at=starts_at + timedelta(minutes=minutes), capacity=capacity,
-                            local_weekday=day.weekday(), local_minutes=cursor.hour * 60 + cursor.minute)
-                session.add(slot)
-                created.append(slot)
-        cursor += timedelta(minutes=minutes)
+    for wall, starts_at in wall_clock_starts(ZoneInfo(location.time_zone), day, start, end, minutes):
+        exists = session.scalar(select(Slot.id).where(Slot.provider_id == provider_id,
+                                                      Slot.location_id == location.id,
+                                                      Slot.starts_at == starts_at))
+        if exists is None:
+            slot = Slot(location_id=location.id, provider_id=provider_id, modality=Modality(modality),
+                        starts_at=starts_at, ends_at=starts_at + timedelta(minutes=minutes), capacity=capacity,
+                        local_weekday=day.weekday(), local_minutes=wall.hour * 60 + wall.minute)
+            session.add(slot)
+            created.append(slot)
     session.flush()
     return created

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from portal.models import (Appointment, AppointmentStatus, AppointmentType, Enrolment, EnrolmentStatus, Link,
                            Modality, Slot, utcnow)
-from portal.services.availability import MIN_NOTICE, slot_is_free
+from portal.services.availability import booking_window, slot_is_free
 from portal.services.errors import InvalidInput, NoLiveAppointment, NotAvailable, SlotTaken
 from portal.services.events import record_event
 from portal.services.messages import queue_notice
@@ -32,29 +32,35 @@ def live_appointment(session: Session, enrolment: Enrolment, sequence: int = 0) 
                                                     Appointment.sequence == sequence))
 
 
-def held_slot(session: Session, enrolment: Enrolment, now: datetime | None = None) -> Slot | None:
-    """The slot this enrolment holds right now, if the hold has not run out."""
+def held_slot(session: Session, enrolment: Enrolment, slot_id: int | None,
+              now: datetime | None = None) -> Slot | None:
+    """The slot, if this enrolment holds it right now (the hold has not run out)."""
     now = now or utcnow()
-    return session.scalar(select(Slot).where(Slot.held_by_enrolment_id == enrolment.id, Slot.held_until > now))
+    return session.scalar(select(Slot).where(Slot.id == slot_id, Slot.held_by_enrolment_id == enrolment.id,
+                                             Slot.held_until > now))
 
 
 def _check_slot_fits(slot: Slot | None, appointment_type: AppointmentType, now: datetime) -> Slot:
-    if (slot is None or slot.modality != appointment_type.modality or slot.starts_at < now + MIN_NOTICE
+    earliest, latest = booking_window(appointment_type, now)
+    if (slot is None or slot.modality != appointment_type.modality or not earliest <= slot.starts_at <= latest
             or slot.location.clinic_id != appointment_type.clinic_id):
         raise NotAvailable()
     return slot
 
 
 def hold_slot(session: Session, enrolment: Enrolment, appointment_type: AppointmentType, slot_id: int,
-              hold_for: timedelta = DEFAULT_HOLD, now: datetime | None = None) -> Slot:
+              hold_for: timedelta = DEFAULT_HOLD, keep_slot_id: int | None = None,
+              now: datetime | None = None) -> Slot:
     """Hold a seat for a few minutes while the patient confirms.
 
-    Releases any other hold of this enrolment first. Raises NotAvailable (no such
+    Releases any other hold of this enrolment first, except `keep_slot_id` (the lab
+    visit held while the patient picks its follow-up). Raises NotAvailable (no such
     slot, wrong kind, too soon) or SlotTaken (full, blocked or held by someone else).
     """
     now = now or utcnow()
     slot = _check_slot_fits(session.get(Slot, slot_id), appointment_type, now)
-    session.execute(update(Slot).where(Slot.held_by_enrolment_id == enrolment.id, Slot.id != slot.id)
+    session.execute(update(Slot).where(Slot.held_by_enrolment_id == enrolment.id, Slot.id != slot.id,
+                                       Slot.id != (keep_slot_id or 0))
                     .values(held_by_enrolment_id=None, held_until=None))
     taken = session.execute(
         update(Slot).where(Slot.id == slot.id, slot_is_free(now, enrolment.id))
@@ -66,6 +72,48 @@ def hold_slot(session: Session, enrolment: Enrolment, appointment_type: Appointm
     session.refresh(slot)
     record_event(session, enrolment, "slot_held", slot_id=slot.id)
     return slot
+
+
+def _take_seat(session: Session, enrolment: Enrolment, appointment_type: AppointmentType, slot: Slot,
+               sequence: int, via: str, now: datetime, replacing: Appointment | None = None) -> Appointment:
+    """Seat the enrolment in the slot and write the appointment row; call inside a
+    savepoint. Raises SlotTaken when the conditional UPDATE matches no row, or when
+    a twin request booked at the same moment (the unique index)."""
+    seated = session.execute(
+        update(Slot).where(Slot.id == slot.id, slot_is_free(now, enrolment.id))
+        .values(booked_count=Slot.booked_count + 1, held_by_enrolment_id=None, held_until=None)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if seated != 1:
+        raise SlotTaken()
+    if replacing is not None:
+        _release_seat(session, replacing, AppointmentStatus.RESCHEDULED, now)
+    appointment = Appointment(
+        enrolment_id=enrolment.id, patient_id=enrolment.patient_id, slot_id=slot.id, sequence=sequence,
+        appointment_type_id=appointment_type.id, booked_via=via, booked_at=now,
+        video_code=secrets.token_urlsafe(12) if appointment_type.modality == Modality.TELEHEALTH else "",
+    )
+    session.add(appointment)
+    try:
+        session.flush()
+    except IntegrityError as exc:
+        raise SlotTaken() from exc
+    if replacing is not None:
+        replacing.replaced_by_id = appointment.id
+    return appointment
+
+
+def _booked(session: Session, enrolment: Enrolment, appointment: Appointment, kind: str, actor: str, via: str,
+            link_id: int | None) -> None:
+    """What follows every booking: stop outreach, keep the link alive, record, confirm."""
+    session.refresh(appointment.slot)
+    enrolment.status = EnrolmentStatus.BOOKED
+    stop_sequence(session, enrolment, "booked")
+    _keep_links_until_visit(session, enrolment, appointment.slot)
+    record_event(session, enrolment, kind, actor=actor, appointment_id=appointment.id, slot_id=appointment.slot_id,
+                 appointment_type=appointment.appointment_type.code, via=via, link_id=link_id,
+                 sequence=appointment.sequence)
+    queue_notice(session, enrolment, "booking_confirmed", dedupe_key=f"booked:{appointment.id}")
 
 
 def book_slot(session: Session, enrolment: Enrolment, appointment_type: AppointmentType, slot_id: int,
@@ -83,54 +131,58 @@ def book_slot(session: Session, enrolment: Enrolment, appointment_type: Appointm
     if current is not None and current.slot_id == slot_id:
         return current
     slot = _check_slot_fits(session.get(Slot, slot_id), appointment_type, now)
-    with session.begin_nested():
-        seated = session.execute(
-            update(Slot).where(Slot.id == slot.id, slot_is_free(now, enrolment.id))
-            .values(booked_count=Slot.booked_count + 1, held_by_enrolment_id=None, held_until=None)
-            .execution_options(synchronize_session=False)
-        ).rowcount
-        if seated != 1:
-            already = live_appointment(session, enrolment)  # a twin request may have just won
-            if already is not None and already.slot_id == slot_id:
-                return already
-            raise SlotTaken()
-        if current is not None:
-            _release_seat(session, current, AppointmentStatus.RESCHEDULED, now)
-        appointment = Appointment(
-            enrolment_id=enrolment.id, patient_id=enrolment.patient_id, slot_id=slot.id,
-            appointment_type_id=appointment_type.id, booked_via=via, booked_at=now,
-            video_code=secrets.token_urlsafe(12) if appointment_type.modality == Modality.TELEHEALTH else "",
-        )
-        session.add(appointment)
-        try:
-            session.flush()
-        except IntegrityError as exc:  # a twin request booked another slot at the same moment
-            raise SlotTaken() from exc
-    if current is not None:
-        current.replaced_by_id = appointment.id
-    session.refresh(slot)
-    enrolment.status = EnrolmentStatus.BOOKED
-    stop_sequence(session, enrolment, "booked")
-    _keep_links_until_visit(session, enrolment, slot)
-    kind = "rescheduled" if current is not None else "booked"
-    record_event(session, enrolment, kind, actor=actor, appointment_id=appointment.id, slot_id=slot.id,
-                 appointment_type=appointment_type.code, via=via, link_id=link_id)
-    queue_notice(session, enrolment, "booking_confirmed", dedupe_key=f"booked:{appointment.id}")
+    try:
+        with session.begin_nested():
+            appointment = _take_seat(session, enrolment, appointment_type, slot, 0, via, now, replacing=current)
+    except SlotTaken:
+        already = live_appointment(session, enrolment)  # a twin request may have just won
+        if already is not None and already.slot_id == slot_id:
+            return already
+        raise
+    _booked(session, enrolment, appointment, "rescheduled" if current is not None else "booked", actor, via, link_id)
     return appointment
+
+
+PAIR_GAP = (timedelta(days=2), timedelta(days=21))  # a follow-up 2 to 21 days after the lab visit
+
+
+def book_pair(session: Session, enrolment: Enrolment, first: tuple[AppointmentType, int],
+              second: tuple[AppointmentType, int], via: str = "portal", link_id: int | None = None,
+              now: datetime | None = None) -> tuple[Appointment, Appointment]:
+    """Book a lab visit and the follow-up visit after it as one unit: both or neither.
+
+    Raises NotAvailable (a slot doesn't fit its type, or the follow-up isn't 2-21 days
+    after the first) or SlotTaken (either seat is gone; nothing is kept).
+    """
+    now = now or utcnow()
+    (first_type, first_id), (second_type, second_id) = first, second
+    first_slot = _check_slot_fits(session.get(Slot, first_id), first_type, now)
+    second_slot = _check_slot_fits(session.get(Slot, second_id), second_type, now)
+    if not PAIR_GAP[0] <= second_slot.starts_at - first_slot.starts_at <= PAIR_GAP[1]:
+        raise NotAvailable()
+    with session.begin_nested():
+        lab = _take_seat(session, enrolment, first_type, first_slot, 0, via, now,
+                         replacing=live_appointment(session, enrolment))
+        follow_up = _take_seat(session, enrolment, second_type, second_slot, 1, via, now,
+                               replacing=live_appointment(session, enrolment, sequence=1))
+    _booked(session, enrolment, lab, "booked", "patient", via, link_id)
+    _booked(session, enrolment, follow_up, "booked", "patient", via, link_id)
+    return lab, follow_up
 
 
 def cancel_appointment(session: Session, enrolment: Enrolment, reason: str = "", actor: str = "patient",
                        now: datetime | None = None) -> Appointment:
-    """Cancel the enrolment's live booking and free its seat.
-
-    The link keeps working so the patient can book again. Raises NoLiveAppointment.
-    """
+    """Cancel the enrolment's live booking (and the follow-up booked with it) and
+    free the seats. The link keeps working so the patient can book again.
+    Raises NoLiveAppointment."""
     now = now or utcnow()
     appointment = live_appointment(session, enrolment)
     if appointment is None:
         raise NoLiveAppointment()
-    _release_seat(session, appointment, AppointmentStatus.CANCELLED, now)
-    appointment.cancel_reason = reason
+    for booked in (appointment, live_appointment(session, enrolment, sequence=1)):
+        if booked is not None:
+            _release_seat(session, booked, AppointmentStatus.CANCELLED, now)
+            booked.cancel_reason = reason
     enrolment.status = EnrolmentStatus.INVITED
     record_event(session, enrolment, "cancelled", actor=actor, appointment_id=appointment.id, reason=reason)
     queue_notice(session, enrolment, "booking_cancelled", dedupe_key=f"cancelled:{appointment.id}")

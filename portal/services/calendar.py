@@ -30,7 +30,8 @@ def appointment_ics(appointment: Appointment, enrolment: Enrolment, base_url: st
     event.add("dtstart", slot.starts_at)
     event.add("dtend", slot.starts_at + timedelta(minutes=appointment.appointment_type.duration_minutes))
     event.add("summary", _("Visit at %(clinic)s", clinic=clinic.name))
-    details = [localized(appointment.appointment_type.what_to_bring, locale)]
+    details = [localized(appointment.appointment_type.preparation, locale),
+               localized(appointment.appointment_type.what_to_bring, locale)]
     if appointment.appointment_type.modality == Modality.TELEHEALTH:
         event.add("location", join_link(appointment))
         details.insert(0, _("Join the video visit: %(link)s", link=join_link(appointment)))

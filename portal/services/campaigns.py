@@ -216,3 +216,20 @@ def save_variant(session: Session, campaign: Campaign, key: str, label: str, wei
     variant.label, variant.weight, variant.sms_text = label, weight, {k: v for k, v in sms_text.items() if v}
     session.flush()
     return variant
+
+
+@dataclass
+class Offer:
+    text: str
+    ends_at: datetime
+
+
+def active_offer(session: Session, enrolment: Enrolment, locale: str, now: datetime | None = None) -> Offer | None:
+    """The enrolment's variant offer, in the patient's language, while it lasts."""
+    now = now or utcnow()
+    variant = session.scalar(select(CampaignVariant).where(CampaignVariant.campaign_id == enrolment.campaign_id,
+                                                           CampaignVariant.key == enrolment.variant))
+    if variant is None or variant.offer_ends_at is None or variant.offer_ends_at <= now:
+        return None
+    text = (variant.offer_text or {}).get(locale) or (variant.offer_text or {}).get("en")
+    return Offer(text, variant.offer_ends_at) if text else None

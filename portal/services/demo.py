@@ -13,7 +13,8 @@ from flask import current_app
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from portal.models import (AppointmentType, AppointmentTypeGap, Campaign, ChannelConsent, Clinic, Enrolment, Link,
+from portal.models import (AppointmentType, AppointmentTypeGap, Campaign, ChannelConsent, ClinicalFact, Clinic,
+                           Enrolment, FactKind, Link,
                            Location, Modality, Patient, Provider, Role, StaffUser, VerificationPolicy, utcnow)
 from portal.services.availability import add_slots_for_day
 from portal.services.care_gaps import care_gap
@@ -34,17 +35,27 @@ APPOINTMENT_TYPES = [
      "A phone or computer with a camera, and a quiet place.",
      "Un teléfono o computadora con cámara y un lugar tranquilo."),
     ("followup", "Follow-up visit", "Visita de seguimiento", Modality.IN_PERSON, 30,
-     ["post_discharge_followup", "referral_open"], "Your discharge papers and the medicines you take.",
+     ["post_discharge_followup", "referral_open", "diabetes_a1c"], "Your discharge papers and the medicines you take.",
      "Los papeles de su alta del hospital y los medicamentos que toma."),
     ("screening", "Screening visit", "Visita de detección", Modality.IN_PERSON, 30, ["breast_screening"],
      "Your photo ID and insurance card. Please don't use deodorant that day.",
      "Su identificación con foto y su tarjeta del seguro. Por favor no use desodorante ese día."),
     ("lab", "Lab visit", "Visita al laboratorio", Modality.IN_PERSON, 15, ["diabetes_a1c"],
-     "Your photo ID and insurance card. You don't need to fast.",
-     "Su identificación con foto y su tarjeta del seguro. No necesita estar en ayunas."),
+     "Your photo ID and insurance card.", "Su identificación con foto y su tarjeta del seguro."),
+    ("pharmacist", "Talk with a pharmacist", "Hablar con un farmacéutico", Modality.TELEHEALTH, 15, ["refill_gap"],
+     "Your medicine bottles, or a list of what you take.",
+     "Sus frascos de medicina o una lista de lo que toma."),
     ("flu", "Vaccine visit", "Visita de vacunación", Modality.IN_PERSON, 15, ["flu_vaccine"],
      "Your photo ID and insurance card.", "Su identificación con foto y su tarjeta del seguro."),
 ]
+
+SERVICES = {"lab": "lab", "pharmacist": "pharmacist"}
+PREPARATION = {"lab": {"en": "You don't need to fast. Drink water as usual and take your medicines.",
+                       "es": "No necesita estar en ayunas. Tome agua como siempre y sus medicinas."}}
+WELCOME = {"en": "We now have evening and Saturday hours, video visits, and two new doctors. "
+                 "Parking behind the Main building is free.",
+           "es": "Ahora tenemos horario por la tarde y los sábados, visitas por video y dos médicos nuevos. "
+                 "El estacionamiento detrás del edificio Main es gratis."}
 
 PATIENTS = [
     # given, family, birth date, language, phone, email, campaign key, care gap
@@ -54,7 +65,9 @@ PATIENTS = [
     ("Robert", "Johnson", date(1955, 1, 30), "en", "+13125550104", "robert.j@example.org", "main", "diabetes_a1c"),
     ("Ana", "López", date(1979, 5, 5), "es", "+13125550105", "", "main", "post_discharge_followup"),
     ("Dorothy", "Smith", date(1948, 9, 9), "en", "+13125550106", "", "flu", "flu_vaccine"),
+    ("Carlos", "Rivera", date(1960, 4, 18), "es", "+13125550107", "", "main", "refill_gap"),
 ]
+REFILL_MEDICINE = ("314076", "Lisinopril 10 MG Oral Tablet")
 
 
 DEMO_STAFF = [
@@ -173,12 +186,16 @@ def seed_demo(session: Session, now: datetime | None = None) -> tuple[list[DemoP
                            name={"en": name_en, "es": name_es}, what_to_bring={"en": bring_en, "es": bring_es},
                            modality=modality, duration_minutes=minutes,
                            join_url_pattern="https://video.riverside.example.org/join/{code}"
-                           if modality == Modality.TELEHEALTH else "")
+                           if modality == Modality.TELEHEALTH else "",
+                           service=SERVICES.get(code, "visit"), preparation=PREPARATION.get(code, {}))
         if not kind.gaps:
             kind.gaps = [AppointmentTypeGap(care_gap_code=gap) for gap in gaps]
     campaigns = {
         "main": _get_or_add(session, Campaign, {"clinic_id": clinic.id, "name": "Welcome back 2026"},
-                            status="active", verification_policy=VerificationPolicy.DOB_AND_CODE),
+                            status="active", verification_policy=VerificationPolicy.DOB_AND_CODE,
+                            welcome_note=WELCOME, care_gap_codes=["annual_wellness", "breast_screening",
+                                                                  "diabetes_a1c", "post_discharge_followup",
+                                                                  "refill_gap"], channels=["sms", "email"]),
         "flu": _get_or_add(session, Campaign, {"clinic_id": clinic.id, "name": "Flu season check-in"},
                            status="active", verification_policy=VerificationPolicy.DOB_AND_LAST_NAME),
     }
@@ -195,6 +212,12 @@ def seed_demo(session: Session, now: datetime | None = None) -> tuple[list[DemoP
         enrolment = _get_or_add(session, Enrolment, {"campaign_id": campaigns[campaign_key].id,
                                                      "patient_id": patient.id, "care_gap_code": gap},
                                 tier=care_gap(gap).tier)
+        if gap == "refill_gap" and enrolment.subject_fact_id is None:
+            patient.pharmacy = "Walgreens, 150 N State St, Chicago"
+            enrolment.subject_fact_id = _get_or_add(
+                session, ClinicalFact, {"source": "demo", "source_key": f"{patient.external_id}:refill"},
+                patient_id=patient.id, kind=FactKind.MEDICATION, system="RxNorm", code=REFILL_MEDICINE[0],
+                description=REFILL_MEDICINE[1], started_on=now.date() - timedelta(days=75), days_supply=30).id
         demo.append(DemoPatient(name=patient.full_name, birth_date=birth.isoformat(), language=language,
                                 link=demo_link(session, enrolment, now)))
     return demo, _seed_staff(session)

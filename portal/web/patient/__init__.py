@@ -6,4 +6,4 @@ from portal.web.patient.context import template_helpers
 bp = Blueprint("patient", __name__)
 bp.context_processor(template_helpers)
 
-from portal.web.patient import after_booking, booking, entry  # noqa: E402,F401  (routes register on bp)
+from portal.web.patient import after_booking, booking, care, entry  # noqa: E402,F401  (routes register on bp)

@@ -4,11 +4,13 @@ from __future__ import annotations
 from datetime import timedelta
 
 from flask import Response, current_app, flash, redirect, render_template, request, url_for
-from flask_babel import gettext as _
+from flask_babel import get_locale, gettext as _
 
 from portal.extensions import db
 from portal.models import Modality, Slot
-from portal.services import availability, booking
+from portal.services import availability, booking, refills
+from portal.services.campaigns import active_offer
+from portal.services.education import education_note
 from portal.services.calendar import appointment_ics
 from portal.services.errors import NotAvailable, SlotTaken
 from portal.services.previsit import form_response
@@ -16,10 +18,18 @@ from portal.services.help_requests import help_requests_for
 from portal.web.common import commit
 from portal.web.patient import bp
 from portal.web.patient.context import current_enrolment, current_patient_session, verified_required
-from portal.web.patient.forms import CancelForm, SlotChoiceForm
+from portal.web.patient.forms import CancelForm, RefillForm, SlotChoiceForm
 
 
-def _int_arg(name: str) -> int | None:
+def patient_zone(session, enrolment) -> str:
+    """Where the patient lives, for showing dates that aren't tied to a location."""
+    if enrolment.patient.time_zone:
+        return enrolment.patient.time_zone
+    locations = availability.open_locations(session, enrolment.campaign.clinic_id)
+    return locations[0].time_zone if locations else "UTC"
+
+
+def int_arg(name: str) -> int | None:
     value = request.args.get(name, "")
     return int(value) if value.isdigit() and len(value) < 12 else None
 
@@ -29,9 +39,17 @@ def _int_arg(name: str) -> int | None:
 def home():
     enrolment = current_enrolment()
     appointment = booking.live_appointment(db.session, enrolment)
-    return render_template("patient/home.html", enrolment=enrolment, appointment=appointment,
-                           form=form_response(db.session, enrolment, "previsit"),
-                           help_requests=help_requests_for(db.session, enrolment))
+    locale = str(get_locale())
+    detail = enrolment.campaign.shows_clinical_detail
+    return render_template(
+        "patient/home.html", enrolment=enrolment, appointment=appointment,
+        follow_up=booking.live_appointment(db.session, enrolment, sequence=1),
+        form=form_response(db.session, enrolment, "previsit"), help_requests=help_requests_for(db.session, enrolment),
+        note=education_note(enrolment.care_gap_code, locale) if detail else None,
+        offer=active_offer(db.session, enrolment, locale), zone=patient_zone(db.session, enrolment),
+        medicine=refills.medicine_for(db.session, enrolment) if detail else None,
+        refill_requests=refills.refill_requests_for(db.session, enrolment),
+        refill_form=RefillForm(data={"pharmacy": enrolment.patient.pharmacy}))
 
 
 @bp.get("/visit/choose")
@@ -43,8 +61,9 @@ def choose():
                            locations=availability.open_locations(db.session, enrolment.campaign.clinic_id))
 
 
-def _render_times(type_id: int | None, location_id: int | None, window: str, after_slot_id: int | None = None,
-                  status: int = 200, taken: bool = False):
+def render_times(type_id: int | None, location_id: int | None, window: str, after_slot_id: int | None = None,
+                 status: int = 200, taken: bool = False, pair: dict | None = None,
+                 between: tuple | None = None):
     """The times page: soonest open times for a type (and location), one page at a time."""
     enrolment = current_enrolment()
     try:
@@ -57,23 +76,24 @@ def _render_times(type_id: int | None, location_id: int | None, window: str, aft
     if window not in availability.Window.ALL:
         window = availability.Window.ANY
     page = availability.search_slots(db.session, enrolment, appointment_type, location, window=window,
-                                     after_slot_id=after_slot_id, limit=current_app.config["SLOTS_PER_PAGE"])
+                                     after_slot_id=after_slot_id, limit=current_app.config["SLOTS_PER_PAGE"],
+                                     between=between)
     return render_template("patient/times.html", enrolment=enrolment, appointment_type=appointment_type,
-                           location=location, window=window, page=page, taken=taken,
+                           location=location, window=window, page=page, taken=taken, pair=pair,
                            days=availability.group_by_local_day(page.slots), form=SlotChoiceForm()), status
 
 
 @bp.get("/visit/times")
 @verified_required
 def times():
-    return _render_times(_int_arg("type"), _int_arg("location"), request.args.get("when", ""), _int_arg("after"))
+    return render_times(int_arg("type"), int_arg("location"), request.args.get("when", ""), int_arg("after"))
 
 
 def _taken(type_id: int, slot_id: int):
     """The polite loser's page: the next open times for the same kind of visit and place."""
     db.session.rollback()
     slot = db.session.get(Slot, slot_id)
-    return _render_times(type_id, slot.location_id if slot else None, availability.Window.ANY, status=409, taken=True)
+    return render_times(type_id, slot.location_id if slot else None, availability.Window.ANY, status=409, taken=True)
 
 
 def _cannot_choose(form: SlotChoiceForm):
@@ -106,16 +126,20 @@ def hold():
 @verified_required
 def review():
     enrolment = current_enrolment()
-    slot = booking.held_slot(db.session, enrolment)
+    slot = booking.held_slot(db.session, enrolment, int_arg("slot"))
     try:
-        appointment_type = availability.appointment_type_for(db.session, enrolment, _int_arg("type"))
+        appointment_type = availability.appointment_type_for(db.session, enrolment, int_arg("type"))
     except NotAvailable:
         return redirect(url_for("patient.choose"), code=303)
-    if slot is None or slot.id != _int_arg("slot"):
+    if slot is None:
         return redirect(url_for("patient.times", type=appointment_type.id,
                                 location=slot.location_id if slot else None), code=303)
+    current = booking.live_appointment(db.session, enrolment)
+    pairable = appointment_type.service == "lab" and current is None
     return render_template("patient/review.html", enrolment=enrolment, slot=slot, appointment_type=appointment_type,
-                           current=booking.live_appointment(db.session, enrolment), form=SlotChoiceForm())
+                           current=current, form=SlotChoiceForm(),
+                           follow_up_types=[t for t in availability.appointment_types_for(db.session, enrolment)
+                                            if t.service == "visit"] if pairable else [])
 
 
 @bp.post("/visit/book")
@@ -144,7 +168,8 @@ def booked():
     appointment = booking.live_appointment(db.session, enrolment)
     if appointment is None:
         return redirect(url_for("patient.home"), code=303)
-    return render_template("patient/booked.html", enrolment=enrolment, appointment=appointment)
+    return render_template("patient/booked.html", enrolment=enrolment, appointment=appointment,
+                           follow_up=booking.live_appointment(db.session, enrolment, sequence=1))
 
 
 @bp.get("/visit/appointment.ics")

@@ -5,22 +5,24 @@ from __future__ import annotations
 import re
 from datetime import date
 
-from flask_babel import lazy_gettext as _l
+from flask_babel import gettext, lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import IntegerField, RadioField, SelectField, SelectMultipleField, StringField, TextAreaField
-from wtforms.validators import DataRequired, Email, InputRequired, Length, NumberRange, Optional, Regexp, ValidationError
+from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional, Regexp, ValidationError
 from wtforms.widgets import CheckboxInput, ListWidget
 
 from portal.models import HelpKind
 from portal.services.responses import REMIND_WEEKS, SURVEY_REASONS
 
+MAX_ID = 2**31 - 1  # the largest id a PostgreSQL integer column holds; bigger ones can't name a row
 MARKUP_OR_CONTROL = re.compile(r"[<>\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 def plain_text(form, field) -> None:
     """Free text may be in any script, emoji included, but not markup or control characters."""
     if field.data and MARKUP_OR_CONTROL.search(field.data):
-        raise ValidationError(_l("Please remove the < and > characters."))
+        # gettext, not the lazy _l: Flask-Babel marks lazy strings as safe HTML, so "<" would reach the page raw
+        raise ValidationError(gettext("Please remove the < and > characters."))
 
 
 def required(message=None):
@@ -48,7 +50,7 @@ class BirthDateMixin:
                                                       NumberRange(1900, 2100, _l("Enter the year as 4 numbers, like 1960."))])
 
     def validate_birth_year(self, field) -> None:
-        if self.birth_month.errors or self.birth_day.errors or not self.birth_month.data:
+        if field.errors or self.birth_month.errors or self.birth_day.errors or not self.birth_month.data:
             return
         try:
             self.birth_date = date(field.data, int(self.birth_month.data), self.birth_day.data)
@@ -74,8 +76,10 @@ class VerifyNameForm(BirthDateMixin, FlaskForm):
 class SlotChoiceForm(FlaskForm):
     """Hold or book: which slot, for which appointment type."""
 
-    slot = IntegerField(validators=[InputRequired(_l("Please choose a time."))])
-    appointment_type = IntegerField(validators=[InputRequired(_l("Please choose a kind of visit."))])
+    slot = IntegerField(validators=[InputRequired(_l("Please choose a time.")),
+                                    NumberRange(1, MAX_ID, _l("Please choose a time."))])
+    appointment_type = IntegerField(validators=[InputRequired(_l("Please choose a kind of visit.")),
+                                                NumberRange(1, MAX_ID, _l("Please choose a kind of visit."))])
 
 
 class CancelForm(FlaskForm):
@@ -88,7 +92,10 @@ class CancelForm(FlaskForm):
 class PrevisitForm(FlaskForm):
     phone = text(_l("Phone number (if it changed)"), 30, Optional(),
                  Regexp(r"^\+?[0-9 ().-]{7,25}$", message=_l("Enter a phone number using numbers only, like 555 123 4567.")))
-    email = text(_l("Email (if it changed)"), 200, Optional(), Email(message=_l("Enter an email like name@example.com.")))
+    # A plain shape check: wtforms' Email() needs the email_validator package (a 500 without it), and this
+    # answer is only shown to the front desk, never used to send anything.
+    email = text(_l("Email (if it changed)"), 200, Optional(),
+                 Regexp(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", message=_l("Enter an email like name@example.com.")))
     insurance_carrier = text(_l("Insurance company"), 100)
     insurance_member_id = text(_l("Member ID"), 40, Optional(),
                                Regexp(r"^[A-Za-z0-9 -]+$", message=_l("Use only letters, numbers and dashes.")))
@@ -143,3 +150,16 @@ class SurveyForm(FlaskForm):
                             _l("Finding a time that works"), _l("Getting there"), _l("The cost"), _l("I forgot"),
                             _l("Language"), _l("I felt fine"), _l("Booking was hard"), _l("Something else")))))
 
+
+
+class RefillForm(FlaskForm):
+    pharmacy = text(_l("Pharmacy (name and street)"), 200, Optional())
+
+
+class PairForm(FlaskForm):
+    """A lab visit and the follow-up visit after it, booked together."""
+
+    first = IntegerField(validators=[InputRequired(_l("Please choose a time."))])
+    first_type = IntegerField(validators=[InputRequired(_l("Please choose a kind of visit."))])
+    second = IntegerField(validators=[InputRequired(_l("Please choose a time."))])
+    second_type = IntegerField(validators=[InputRequired(_l("Please choose a kind of visit."))])
