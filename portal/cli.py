@@ -8,6 +8,7 @@ from dataclasses import asdict
 import click
 from flask import Flask, current_app
 from flask.cli import FlaskGroup
+from werkzeug.serving import run_simple
 
 from portal.extensions import db
 from portal.migrate import upgrade_database
@@ -74,7 +75,8 @@ def demo(port: int, seed_only: bool, as_json: bool) -> None:
         for member in staff:
             click.echo(f"  {member.role:<17} {member.email}  password {member.password}  TOTP secret {member.totp_secret}")
     if not seed_only:
-        current_app.run(host="127.0.0.1", port=port, debug=False, load_dotenv=False)
+        # Flask ignores app.run() under its own CLI, so serve with Werkzeug directly.
+        run_simple("127.0.0.1", port, current_app._get_current_object(), threaded=True)
 
 
 def main() -> None:
