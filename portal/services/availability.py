@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, case, or_, select
 from sqlalchemy.orm import Session, joinedload
 
 from portal.models import AppointmentType, AppointmentTypeGap, Enrolment, Location, Modality, Slot, utcnow
@@ -31,7 +31,7 @@ def appointment_types_for(session: Session, enrolment: Enrolment) -> list[Appoin
         .join(AppointmentTypeGap)
         .where(AppointmentTypeGap.care_gap_code == enrolment.care_gap_code, AppointmentType.retired.is_(False),
                AppointmentType.clinic_id == enrolment.campaign.clinic_id)
-        .order_by(AppointmentType.modality, AppointmentType.id)
+        .order_by(case((AppointmentType.service == "lab", 0), else_=1), AppointmentType.modality, AppointmentType.id)
     ))
 
 

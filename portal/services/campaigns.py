@@ -197,7 +197,8 @@ def parse_step_days(text: str) -> list[int]:
 
 
 def save_variant(session: Session, campaign: Campaign, key: str, label: str, weight: int,
-                 sms_text: dict[str, str]) -> CampaignVariant:
+                 sms_text: dict[str, str], offer_text: dict[str, str] | None = None,
+                 offer_ends_at: datetime | None = None) -> CampaignVariant:
     """Add or change a variant. Staff wording must use {link}, name the clinic or use
     {clinic}, say STOP, and pass the clinical-word linter; raises InvalidInput
     (MessageRejected) with the problems otherwise."""
@@ -214,6 +215,8 @@ def save_variant(session: Session, campaign: Campaign, key: str, label: str, wei
         variant = CampaignVariant(campaign_id=campaign.id, key=key, sms_text={}, email_subject={}, email_text={})
         session.add(variant)
     variant.label, variant.weight, variant.sms_text = label, weight, {k: v for k, v in sms_text.items() if v}
+    offer = {k: v for k, v in (offer_text or {}).items() if v}
+    variant.offer_text, variant.offer_ends_at = (offer, offer_ends_at) if offer and offer_ends_at else ({}, None)
     session.flush()
     return variant
 

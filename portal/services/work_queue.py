@@ -7,8 +7,8 @@ from datetime import datetime
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, joinedload
 
-from portal.models import (Enrolment, Event, HelpNote, HelpRequest, HelpStatus, OutreachAttempt, Patient, StaffUser,
-                           utcnow)
+from portal.models import (Enrolment, Event, HelpNote, HelpRequest, HelpStatus, OutreachAttempt, Patient,
+                           RefillRequest, RefillStatus, StaffUser, utcnow)
 from portal.services.errors import InvalidInput
 from portal.services.events import record_event
 
@@ -17,10 +17,11 @@ OUTCOMES = ("reached", "voicemail", "wrong_number", "booked_by_phone", "declined
 
 @dataclass
 class QueueItem:
-    kind: str  # "help", "locked", "call"
+    kind: str  # "help", "refill", "locked", "call"
     enrolment: Enrolment
     help_request: HelpRequest | None
     since: datetime
+    refill_request: RefillRequest | None = None
 
 
 def open_queue(session: Session, kind: str = "", mine_only_staff_id: int | None = None) -> list[QueueItem]:
@@ -33,6 +34,11 @@ def open_queue(session: Session, kind: str = "", mine_only_staff_id: int | None 
             query = query.where(HelpRequest.assigned_staff_id == mine_only_staff_id)
         for request in session.scalars(query):
             items.append(QueueItem("help", session.get(Enrolment, request.enrolment_id), request, request.created_at))
+    if kind in ("", "refill") and mine_only_staff_id is None:
+        for refill in session.scalars(select(RefillRequest).where(RefillRequest.status.in_(
+                (RefillStatus.NEW, RefillStatus.NEEDS_VISIT))).order_by(RefillRequest.created_at)):
+            items.append(QueueItem("refill", session.get(Enrolment, refill.enrolment_id), None, refill.created_at,
+                                   refill_request=refill))
     if kind in ("", "locked") and mine_only_staff_id is None:
         for enrolment in session.scalars(select(Enrolment).options(joinedload(Enrolment.patient))
                                          .where(Enrolment.locked_at.is_not(None)).order_by(Enrolment.locked_at)):

@@ -66,6 +66,8 @@ def welcome():
         return render_template("patient/verify.html", form=VerifyNameForm(), by_name=True)
     form = SendCodeForm()
     form.channel.choices = _channel_choices(enrolment)
+    if len(form.channel.choices) == 1:  # one contact on file: nothing to choose
+        form.channel.data = form.channel.choices[0][0]
     return render_template("patient/welcome.html", form=form, clinic=enrolment.campaign.clinic)
 
 

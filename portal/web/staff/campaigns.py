@@ -1,20 +1,23 @@
 """Campaign managers build, preview, launch, pause, resume and stop campaigns."""
 from __future__ import annotations
 
+from datetime import timezone
+from zoneinfo import ZoneInfo
+
 from flask import abort, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from sqlalchemy import select
 
 from portal.extensions import db
 from portal.models import Campaign, CampaignVariant, Clinic
-from portal.services import campaigns
+from portal.services import availability, campaigns
 from portal.services.errors import InvalidInput, MessageRejected
 from portal.services.message_linter import SAMPLE_LINK, lint_message, sms_segments
 from portal.services.messages import render_message
 from portal.web.common import commit
 from portal.web.staff import bp
 from portal.web.staff.access import CAMPAIGNS, roles_required
-from portal.web.staff.forms import CampaignForm, VariantForm
+from portal.web.staff.forms import CampaignForm, VariantForm, WelcomeForm
 
 PROBLEM_TEXT = {
     "clinical_word": lambda detail: _("names something clinical (%(word)s)", word=detail.replace("\\b", "")),
@@ -89,7 +92,9 @@ def campaign(campaign_id: int):
                                   .order_by(CampaignVariant.key)).all()
     preview = campaigns.preview_audience(db.session, row) if row.status == campaigns.DRAFT else None
     return render_template("staff/campaigns/detail.html", campaign=row, variants=variants, preview=preview,
-                           samples=_message_samples(row), variant_form=VariantForm())
+                           samples=_message_samples(row), variant_form=VariantForm(),
+                           welcome_form=WelcomeForm(data={"welcome_en": row.welcome_note.get("en", ""),
+                                                          "welcome_es": row.welcome_note.get("es", "")}))
 
 
 @bp.post("/campaigns/<int:campaign_id>/variants")
@@ -100,7 +105,9 @@ def save_variant(campaign_id: int):
     if form.validate():
         try:
             campaigns.save_variant(db.session, row, form.key.data, form.label.data or "", form.weight.data,
-                                   {"en": form.sms_en.data or "", "es": form.sms_es.data or ""})
+                                   {"en": form.sms_en.data or "", "es": form.sms_es.data or ""},
+                                   {"en": form.offer_en.data or "", "es": form.offer_es.data or ""},
+                                   clinic_time_to_utc(form.offer_ends.data, row))
         except MessageRejected as rejected:
             for locale, problem in rejected.problems:
                 form.form_errors.append(f"{locale}: {PROBLEM_TEXT[problem.code](problem.detail)}")
@@ -110,7 +117,31 @@ def save_variant(campaign_id: int):
             return redirect(url_for("staff.campaign", campaign_id=row.id), code=303)
     variants = db.session.scalars(select(CampaignVariant).where(CampaignVariant.campaign_id == row.id)).all()
     return render_template("staff/campaigns/detail.html", campaign=row, variants=variants, preview=None,
-                           samples=_message_samples(row), variant_form=form), 400
+                           samples=_message_samples(row), variant_form=form, welcome_form=WelcomeForm()), 400
+
+
+def clinic_time_to_utc(value, campaign: Campaign):
+    """A wall-clock time typed by staff, in the clinic's (first location's) zone, as UTC."""
+    if value is None:
+        return None
+    locations = availability.open_locations(db.session, campaign.clinic_id)
+    zone = ZoneInfo(locations[0].time_zone if locations else "UTC")
+    return value.replace(tzinfo=zone).astimezone(timezone.utc)
+
+
+@bp.post("/campaigns/<int:campaign_id>/welcome")
+@roles_required(*CAMPAIGNS)
+def save_welcome(campaign_id: int):
+    """The "what's new since your last visit" note, shown after verification."""
+    row = _campaign(campaign_id)
+    form = WelcomeForm()
+    if not form.validate():
+        flash(_("Please shorten the note and remove < and >."))
+        return redirect(url_for("staff.campaign", campaign_id=row.id), code=303)
+    row.welcome_note = {k: v for k, v in {"en": form.welcome_en.data, "es": form.welcome_es.data}.items() if v}
+    commit()
+    flash(_("Saved."))
+    return redirect(url_for("staff.campaign", campaign_id=row.id), code=303)
 
 
 @bp.post("/campaigns/<int:campaign_id>/status")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
-from wtforms import (BooleanField, EmailField, IntegerField, PasswordField, SelectField, SelectMultipleField,
+from wtforms import (BooleanField, DateTimeLocalField, EmailField, IntegerField, PasswordField, SelectField, SelectMultipleField,
                      StringField, TextAreaField)
 from wtforms.validators import DataRequired, Email, InputRequired, Length, NumberRange, Optional, Regexp
 from wtforms.widgets import CheckboxInput, ListWidget
@@ -95,3 +95,15 @@ class VariantForm(FlaskForm):
                            validators=[Optional(), Length(max=600), plain_text])
     sms_es = TextAreaField(_l("Text message in Spanish (empty: the standard wording)"),
                            validators=[Optional(), Length(max=600), plain_text])
+    offer_en = StringField(_l("Time-limited offer in English (optional)"),
+                           validators=[Optional(), Length(max=200), plain_text])
+    offer_es = StringField(_l("Time-limited offer in Spanish (optional)"),
+                           validators=[Optional(), Length(max=200), plain_text])
+    offer_ends = DateTimeLocalField(_l("Offer ends (clinic time)"), validators=[Optional()])
+
+
+class WelcomeForm(FlaskForm):
+    welcome_en = TextAreaField(_l("What's new since their last visit, in English"),
+                               validators=[Optional(), Length(max=600), plain_text])
+    welcome_es = TextAreaField(_l("What's new since their last visit, in Spanish"),
+                               validators=[Optional(), Length(max=600), plain_text])

@@ -6,8 +6,9 @@ from flask_babel import gettext as _
 from sqlalchemy import select
 
 from portal.extensions import db
-from portal.models import Enrolment, HelpNote, HelpRequest
-from portal.services import work_queue
+from portal.models import Enrolment, HelpNote, HelpRequest, RefillRequest
+from portal.services import refills, work_queue
+from portal.services.errors import InvalidInput
 from portal.web.common import commit
 from portal.web.staff import bp
 from portal.web.staff.access import QUEUE, record_access, roles_required
@@ -18,7 +19,7 @@ from portal.web.staff.forms import NoteForm, OutreachForm
 @roles_required(*QUEUE)
 def queue():
     kind = request.args.get("kind", "")
-    if kind not in ("", "help", "locked", "call"):
+    if kind not in ("", "help", "refill", "locked", "call"):
         kind = ""
     mine = request.args.get("mine") == "1"
     items = work_queue.open_queue(db.session, kind=kind, mine_only_staff_id=g.staff.id if mine else None)
@@ -92,3 +93,18 @@ def unlock(enrolment_id: int):
     commit()
     flash(_("The link works again."))
     return redirect(url_for("staff.enrolment", enrolment_id=enrolment.id), code=303)
+
+
+@bp.post("/refills/<int:refill_id>")
+@roles_required(*QUEUE)
+def update_refill(refill_id: int):
+    """Move a refill request along: sent to the pharmacy, done, or needs a visit first."""
+    row = db.session.get(RefillRequest, refill_id) or abort(404)
+    try:
+        refills.set_refill_status(db.session, row, request.form.get("status", ""))
+    except InvalidInput:
+        abort(400)
+    record_access("update", "refill_request", row.id, status=row.status)
+    commit()
+    flash(_("Saved."))
+    return redirect(url_for("staff.queue", kind="refill"), code=303)
