@@ -14,10 +14,10 @@ TEXTS = {
     "en": {"landing": "You're due for a visit", "confirm": "Confirm it's you", "home": "Welcome back",
            "booked": "You're booked", "form_saved": "Saved. You can finish the form later",
            "help_ok": "We got your request", "cancelled": "Your visit is cancelled", "replaces": "This replaces your visit"},
-    "es": {"landing": "Le toca una visita", "confirm": "Confirme que es usted", "home": "Bienvenido de nuevo",
-           "booked": "Su visita está reservada", "form_saved": "Guardado. Puede terminar el formulario más tarde",
-           "help_ok": "Recibimos su solicitud", "cancelled": "Su visita está cancelada",
-           "replaces": "Esto reemplaza su visita"},
+    "es": {"landing": "Le toca una visita", "confirm": "Confirme que es usted", "home": "Hola de nuevo",
+           "booked": "Su cita está reservada", "form_saved": "Guardado. Puede terminar el formulario más tarde",
+           "help_ok": "Recibimos su solicitud", "cancelled": "Su cita está cancelada",
+           "replaces": "Esto reemplaza su cita"},
 }
 
 
@@ -26,7 +26,7 @@ def events(db, enrolment) -> list[str]:
     return list(db.scalars(select(Event.kind).where(Event.enrolment_id == enrolment.id).order_by(Event.id)))
 
 
-@pytest.mark.parametrize("language", ["en"])
+@pytest.mark.parametrize("language", ["en", "es"])
 def test_link_to_booked_visit_and_back_again(db, client, in_app, language):
     setup = make_clinic(db)
     add_slots(db, setup, future_day(3))
