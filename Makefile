@@ -20,8 +20,8 @@ translations: $(STAMP)
 
 # Re-extract strings and merge them into every catalog (then translate, then `make translations`).
 catalogs: $(STAMP)
-	$(BIN)/pybabel extract --no-location --sort-output --omit-header -F translations/babel.cfg -k _l -k lazy_gettext -o translations/messages.pot .
-	$(BIN)/pybabel update --no-fuzzy-matching --omit-header -i translations/messages.pot -d translations
+	$(BIN)/pybabel extract --no-location --sort-output --omit-header --ignore-dirs '.* __pycache__' -F translations/babel.cfg -k _l -k lazy_gettext -o translations/messages.pot .
+	$(BIN)/pybabel update --no-fuzzy-matching -i translations/messages.pot -d translations
 
 demo: translations
 	$(BIN)/portal demo

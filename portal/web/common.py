@@ -30,7 +30,11 @@ def select_locale() -> str:
     chosen = session.get("lang")
     if chosen in languages:
         return chosen
-    preferred = getattr(g, "patient_language", None)
+    if "patient_language" not in g and not request.path.startswith(("/staff", "/static")):
+        from portal.web.patient.context import current_patient_session
+
+        current_patient_session()  # error pages, too, speak the patient's language
+    preferred = g.get("patient_language")
     if preferred in languages:
         return preferred
     return request.accept_languages.best_match(languages) or "en"
@@ -89,20 +93,29 @@ def _zone(name: str | None) -> ZoneInfo:
     return ZoneInfo(name or "UTC")
 
 
+# US regional formats: "9:00 a.m. CST" rather than "9:00 -0600" for Spanish speakers here.
+FORMAT_LOCALES = {"en": "en_US", "es": "es_US"}
+
+
+def _format_locale() -> str:
+    locale = str(get_locale())
+    return FORMAT_LOCALES.get(locale, locale)
+
+
 def local_day(value: date | datetime, zone: str | None = None) -> str:
     """'Monday, March 9' / 'lunes, 9 de marzo' — the day in the viewer's language."""
     if isinstance(value, datetime):
         value = value.astimezone(_zone(zone)).date()
-    return format_date(value, format="full", locale=str(get_locale()))
+    return format_date(value, format="full", locale=_format_locale())
 
 
 def local_time(value: datetime, zone: str | None) -> str:
-    return format_time(value, format="short", tzinfo=_zone(zone), locale=str(get_locale()))
+    return format_time(value, format="short", tzinfo=_zone(zone), locale=_format_locale())
 
 
 def local_datetime(value: datetime, zone: str | None) -> str:
     """Date and time spelled out, with the zone, e.g. 'Monday, March 9, 2026 at 9:00 AM CDT'."""
-    locale = str(get_locale())
+    locale = _format_locale()
     day = format_date(value.astimezone(_zone(zone)).date(), format="full", locale=locale)
     time = format_time(value, format="short", tzinfo=_zone(zone), locale=locale)
     zone_name = format_datetime(value, "zzz", tzinfo=_zone(zone), locale=locale)
