@@ -10,8 +10,9 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from portal.models import (AppointmentType, AppointmentTypeGap, Campaign, ChannelConsent, Clinic, Enrolment,
-                           Location, Modality, OutboxMessage, Patient, Provider, Slot, VerificationPolicy)
+from portal.models import (AppointmentType, AppointmentTypeGap, AvailabilityTemplate, Campaign, ChannelConsent, Clinic,
+                           Enrolment, Location, Modality, OutboxMessage, Patient, Provider, Role, Slot, StaffUser,
+                           VerificationPolicy)
 from portal.services.availability import add_slots_for_day
 from portal.services.links import issue_link
 
@@ -104,3 +105,31 @@ def latest_code(db: Session, patient: Patient) -> str:
                                                     OutboxMessage.template == "code")
                         .order_by(OutboxMessage.id.desc()).limit(1))
     return re.search(r"\b(\d{6})\b", message.body_text).group(1)
+
+
+def add_provider(db: Session, setup: ClinicSetup, name: str = "Dr. Second") -> Provider:
+    provider = Provider(clinic_id=setup.clinic.id, display_name=name)
+    db.add(provider)
+    db.flush()
+    return provider
+
+
+def make_scheduler(db: Session, email: str = "scheduler@clinic.test") -> StaffUser:
+    """A staff row to sign blocks with; no password or TOTP (see tests/staff_helpers.py for sign-in)."""
+    user = StaffUser(email=email, display_name="Sam Scheduler", role=Role.SCHEDULER, password_hash="!unusable")
+    db.add(user)
+    db.flush()
+    return user
+
+
+def make_template(db: Session, setup: ClinicSetup, *, weekdays: str = "01234", start: time = time(9),
+                  end: time = time(12), minutes: int = 30, valid_from: date, valid_until: date,
+                  modality: str = Modality.IN_PERSON, capacity: int = 1, provider: Provider | None = None,
+                  location: Location | None = None) -> AvailabilityTemplate:
+    template = AvailabilityTemplate(provider_id=(provider or setup.provider).id,
+                                    location_id=(location or setup.location).id, modality=modality,
+                                    weekdays=weekdays, start_time=start, end_time=end, slot_minutes=minutes,
+                                    capacity=capacity, valid_from=valid_from, valid_until=valid_until, active=True)
+    db.add(template)
+    db.flush()
+    return template
