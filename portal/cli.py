@@ -10,6 +10,7 @@ from flask import Flask, current_app
 from flask.cli import FlaskGroup
 from werkzeug.serving import run_simple
 
+from portal.cli_import import register_import_cli
 from portal.extensions import db
 from portal.migrate import upgrade_database
 from portal.models import Role
@@ -21,6 +22,7 @@ def register_cli(app: Flask) -> None:
     app.cli.add_command(db_group)
     app.cli.add_command(demo)
     app.cli.add_command(create_staff)
+    register_import_cli(app)
 
 
 @click.command("create-staff")
