@@ -15,7 +15,9 @@ from flask.cli import AppGroup, with_appcontext
 from portal.extensions import db
 from portal.services.care_gap_rules import GapSettings, gap_counts
 from portal.services.care_gaps import CARE_GAPS
+from portal.services.campaigns import enrol_from_import
 from portal.services.importers import ImportReport, import_csv, import_synthea
+from portal.services.refills import complete_refills_from_facts
 
 
 def register_import_cli(app: Flask) -> None:
@@ -57,6 +59,8 @@ def _finish(report: ImportReport, bars: _Bars) -> None:
     bars.close()
     for line in report.lines():
         click.echo(line)
+    click.echo(f"enrolled by referral and procedure triggers: {enrol_from_import(db.session, report.started_at)}")
+    click.echo(f"refill requests completed by new fills: {complete_refills_from_facts(db.session)}")
     db.session.commit()
     if report.failures:
         raise click.ClickException("some files could not be imported: " + "; ".join(report.failures))

@@ -13,20 +13,15 @@ from datetime import date, datetime, timedelta
 from sqlalchemy import and_, case, exists, func, insert, literal, not_, select, update
 from sqlalchemy.orm import Session
 
-from portal.models import (Appointment, AppointmentStatus, Campaign, CampaignVariant, ChannelConsent, Enrolment,
-                           EnrolmentStatus, OutboxMessage, OutboxStatus, Patient, Slot, utcnow)
+from portal.models import (Appointment, AppointmentStatus, Campaign, CampaignVariant, ChannelConsent, ClinicalFact,
+                           Enrolment, EnrolmentStatus, OutboxMessage, OutboxStatus, Patient, Slot, utcnow)
+from portal.services.care_gap_rules import patients_with_gap
 from portal.services.care_gaps import CARE_GAPS
 from portal.services.errors import InvalidInput, MessageRejected
 from portal.services.events import record_event
 from portal.services.message_linter import SAMPLE_LINK, lint_message
 
 DRAFT, ACTIVE, PAUSED, STOPPED = "draft", "active", "paused", "stopped"
-
-
-def _gap_patients(session: Session, gap_code: str, as_of: date):
-    from portal.services.care_gap_rules import patients_with_gap
-
-    return patients_with_gap(session, gap_code, as_of)
 
 
 def _eligible(campaign: Campaign, gap_code: str, as_of: date, now: datetime, session: Session):
@@ -41,7 +36,7 @@ def _eligible(campaign: Campaign, gap_code: str, as_of: date, now: datetime, ses
                                         OutboxMessage.sent_at > now - timedelta(days=campaign.recontact_days))
     already_enrolled = exists().where(Enrolment.campaign_id == campaign.id, Enrolment.patient_id == Patient.id,
                                       Enrolment.care_gap_code == gap_code)
-    return and_(Patient.id.in_(_gap_patients(session, gap_code, as_of)), Patient.deceased_on.is_(None),
+    return and_(Patient.id.in_(patients_with_gap(session, gap_code, as_of)), Patient.deceased_on.is_(None),
                 Patient.moved_away.is_(False), Patient.coverage_active.is_(True),
                 not_(refused_all), not_(already_booked), not_(contacted_recently), not_(already_enrolled))
 
@@ -65,15 +60,18 @@ def _variant(campaign: Campaign, variants: list[CampaignVariant]):
 
 
 def build_audience(session: Session, campaign: Campaign, as_of: date | None = None,
-                   now: datetime | None = None) -> int:
-    """Enrol every eligible patient for each of the campaign's care gaps, highest
-    tier first, up to max_invites; returns how many were enrolled."""
+                   now: datetime | None = None, gaps: tuple[str, ...] | None = None,
+                   facts_since: datetime | None = None) -> int:
+    """Enrol every eligible patient for each of the campaign's care gaps (or only
+    `gaps`), highest tier first, up to max_invites; with `facts_since`, only patients
+    with clinical facts imported since then. Returns how many were enrolled."""
     now = now or utcnow()
     as_of = as_of or now.date()
     variants = list(session.scalars(select(CampaignVariant).where(CampaignVariant.campaign_id == campaign.id)
                                     .order_by(CampaignVariant.key)))
     added = 0
-    for gap_code in sorted(campaign.care_gap_codes, key=lambda code: CARE_GAPS[code].tier):
+    wanted = [code for code in campaign.care_gap_codes if gaps is None or code in gaps]
+    for gap_code in sorted(wanted, key=lambda code: CARE_GAPS[code].tier):
         remaining = None if campaign.max_invites is None else campaign.max_invites - added
         if remaining is not None and remaining <= 0:
             break
@@ -83,6 +81,9 @@ def build_audience(session: Session, campaign: Campaign, as_of: date | None = No
                         literal(now), literal(now), literal(0), literal(""))
                  .where(_eligible(campaign, gap_code, as_of, now, session))
                  .order_by(Patient.birth_date, Patient.id))  # older patients first within a tier
+        if facts_since is not None:
+            query = query.where(exists().where(ClinicalFact.patient_id == Patient.id,
+                                               ClinicalFact.imported_at >= facts_since))
         if remaining is not None:
             query = query.limit(remaining)
         result = session.execute(insert(Enrolment).from_select(
@@ -147,6 +148,21 @@ def launch(session: Session, campaign: Campaign, now: datetime | None = None) ->
                     .values(next_step_at=None))
     campaign.status = ACTIVE
     campaign.launched_at = now
+    return enrolled
+
+
+TRIGGER_GAPS = ("referral_open", "post_discharge_followup")
+
+
+def enrol_from_import(session: Session, imported_since: datetime, now: datetime | None = None) -> int:
+    """Referral and procedure triggers: after an import, every active campaign that
+    covers a trigger gap enrols the patients whose newly imported facts opened it.
+    Their sequence starts at the next dispatcher run. Returns how many were enrolled."""
+    now = now or utcnow()
+    enrolled = 0
+    for campaign in session.scalars(select(Campaign).where(Campaign.status == ACTIVE)):
+        if set(campaign.care_gap_codes) & set(TRIGGER_GAPS):
+            enrolled += build_audience(session, campaign, now=now, gaps=TRIGGER_GAPS, facts_since=imported_since)
     return enrolled
 
 
