@@ -97,6 +97,8 @@ class Slot(Base):
         CheckConstraint("booked_count >= 0 AND booked_count <= capacity", name="booked_within_capacity"),
         CheckConstraint("ends_at > starts_at", name="ends_after_start"),
         Index("ix_slot_search", "modality", "location_id", "starts_at"),
+        # video visits are searched across all of a clinic's locations: times in order without a sort
+        Index("ix_slot_modality_start", "modality", "starts_at"),
         Index("uq_slot_provider_start", "provider_id", "location_id", "starts_at", unique=True),
     )
     id: Mapped[intpk]
