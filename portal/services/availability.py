@@ -35,6 +35,11 @@ def appointment_types_for(session: Session, enrolment: Enrolment) -> list[Appoin
     ))
 
 
+def follow_up_types(session: Session, enrolment: Enrolment) -> list[AppointmentType]:
+    """Provider visits that can follow a lab visit for the same care gap."""
+    return [t for t in appointment_types_for(session, enrolment) if t.service == "visit"]
+
+
 def appointment_type_for(session: Session, enrolment: Enrolment, type_id: int | None) -> AppointmentType:
     """The chosen type, if it closes this enrolment's gap; otherwise NotAvailable."""
     for appointment_type in appointment_types_for(session, enrolment):

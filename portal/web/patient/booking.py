@@ -131,15 +131,13 @@ def review():
         appointment_type = availability.appointment_type_for(db.session, enrolment, int_arg("type"))
     except NotAvailable:
         return redirect(url_for("patient.choose"), code=303)
-    if slot is None:
-        return redirect(url_for("patient.times", type=appointment_type.id,
-                                location=slot.location_id if slot else None), code=303)
+    if slot is None:  # the hold ran out: choose again
+        return redirect(url_for("patient.choose"), code=303)
     current = booking.live_appointment(db.session, enrolment)
     pairable = appointment_type.service == "lab" and current is None
     return render_template("patient/review.html", enrolment=enrolment, slot=slot, appointment_type=appointment_type,
                            current=current, form=SlotChoiceForm(),
-                           follow_up_types=[t for t in availability.appointment_types_for(db.session, enrolment)
-                                            if t.service == "visit"] if pairable else [])
+                           follow_up_types=availability.follow_up_types(db.session, enrolment) if pairable else [])
 
 
 @bp.post("/visit/book")

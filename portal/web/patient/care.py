@@ -45,10 +45,6 @@ def refill_stopped():
     return redirect(url_for("patient.home"), code=303)
 
 
-def follow_up_types(enrolment):
-    return [t for t in availability.appointment_types_for(db.session, enrolment) if t.service == "visit"]
-
-
 def _pair_window(first: Slot):
     return first.starts_at + booking.PAIR_GAP[0], first.starts_at + booking.PAIR_GAP[1]
 
@@ -59,7 +55,7 @@ def follow_up_times():
     """Times for the follow-up visit, 2 to 21 days after the held lab visit."""
     enrolment = current_enrolment()
     first = booking.held_slot(db.session, enrolment, int_arg("first"))
-    types = follow_up_types(enrolment)
+    types = availability.follow_up_types(db.session, enrolment)
     if first is None or not types:
         return redirect(url_for("patient.choose"), code=303)
     chosen = next((t for t in types if t.id == int_arg("type")), types[0])
