@@ -1,0 +1,989 @@
+"""Campaign outcomes: the win-back funnel, rates, times, retention and breakdowns.
+
+How it is computed. One common table expression, ``facts``, makes one row per
+enrolment (patient x campaign x care gap) from the enrolment and the patient, the
+outbox (what actually left, and what was delivered), the event log (links opened,
+identities verified, opt-outs) and the appointment book (bookings, visit outcomes).
+Each metric is a flag or a duration on that row, defined once below (``STAGES``,
+``RATES``, ``DURATIONS``; in words in docs/metrics.md), and each table is a GROUP BY
+over ``facts``. Python never loops over enrolments: it only reshapes the few
+aggregated rows the database returns.
+
+Counts are counts of *patients* (``COUNT(DISTINCT patient_id)``): a patient enrolled
+for two care gaps counts once in the campaign total and once in each care-gap row.
+Exports suppress small cells (``export_rows``): any count of 1 to 10 patients, and any
+rate, time or interval computed from one, is written "<11".
+"""
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+
+from flask_babel import lazy_gettext as _l
+from sqlalchemy import (Float, Integer, String, and_, case, cast, distinct, false, func, literal, not_, null, or_,
+                        select, true, union_all)
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.orm import Session, aliased
+from sqlalchemy.sql.expression import ColumnElement, FunctionElement
+
+from portal.models import (Appointment, AppointmentTypeGap, Campaign, ClinicalFact, Enrolment, Event, FactKind,
+                           HelpRequest, Location, OutboxMessage, Patient, Slot, utcnow)
+from portal.models.visit import RefillRequest
+
+try:  # the care-gap rules decide whether a gap is still open; closure falls back to visits without them
+    from portal.services.care_gap_rules import patients_with_gap as _patients_with_gap
+except ImportError:  # pragma: no cover - only while the rules module is absent
+    _patients_with_gap = None
+
+CONTROL = "control"  # the arm key of the holdout group: enrolled, never contacted
+SMALL_CELL = 11  # counts below this (and above zero) are suppressed in exports
+SUPPRESSED = "<11"
+REFILL_GAP = "refill_gap"
+DAY = 86400.0
+RETENTION_DAYS = (30, 90)
+AGE_BANDS = ((18, "0-17"), (45, "18-44"), (65, "45-64"), (75, "65-74"))  # (younger than, label); else 75+
+OLDEST_BAND = "75+"
+MAX_DRILL_DOWN = 500
+CHANNELS = ("sms", "email", "portal")
+
+
+# --- portable date arithmetic ---------------------------------------------------------------------------
+
+class seconds_between(FunctionElement):
+    """``end - start`` in seconds (a float), for timestamps or dates, in each database's dialect."""
+
+    type = Float()
+    inherit_cache = True
+    name = "seconds_between"
+
+
+@compiles(seconds_between)
+def _seconds_between_default(element, compiler, **kw):  # PostgreSQL
+    start, end = list(element.clauses)
+    return (f"CAST(EXTRACT(EPOCH FROM ({compiler.process(end, **kw)} - {compiler.process(start, **kw)})) "
+            f"AS DOUBLE PRECISION)")
+
+
+@compiles(seconds_between, "sqlite")
+def _seconds_between_sqlite(element, compiler, **kw):  # SQLite keeps UTC timestamps as ISO text
+    start, end = list(element.clauses)
+    return f"((julianday({compiler.process(end, **kw)}) - julianday({compiler.process(start, **kw)})) * 86400.0)"
+
+
+class whole_weeks_between(FunctionElement):
+    """Completed weeks from ``start`` to a later ``end``, as an integer."""
+
+    type = Integer()
+    inherit_cache = True
+    name = "whole_weeks_between"
+
+
+@compiles(whole_weeks_between)
+def _weeks_default(element, compiler, **kw):
+    start, end = list(element.clauses)
+    return (f"CAST(FLOOR(EXTRACT(EPOCH FROM ({compiler.process(end, **kw)} - {compiler.process(start, **kw)}))"
+            f" / 604800.0) AS INTEGER)")
+
+
+@compiles(whole_weeks_between, "sqlite")
+def _weeks_sqlite(element, compiler, **kw):
+    start, end = list(element.clauses)
+    return (f"CAST((julianday({compiler.process(end, **kw)}) - julianday({compiler.process(start, **kw)})) / 7.0"
+            f" AS INTEGER)")
+
+
+def years_before(day: date, years: int) -> date:
+    """The same calendar day ``years`` earlier (29 February becomes 28 February)."""
+    try:
+        return day.replace(year=day.year - years)
+    except ValueError:
+        return day.replace(year=day.year - years, day=28)
+
+
+# --- the metric definitions -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Stage:
+    """A patient count: patients with at least one enrolment whose facts row satisfies ``flag``."""
+
+    key: str
+    label: object
+    flag: Callable[[object], ColumnElement[bool]]  # facts columns -> condition
+
+
+@dataclass(frozen=True)
+class Rate:
+    key: str
+    label: object
+    numerator: str  # a Stage key
+    denominator: str  # a Stage key
+
+
+@dataclass(frozen=True)
+class Duration:
+    key: str
+    label: object
+    column: str  # a facts column holding seconds
+
+
+OUTCOMES = ("kept", "upcoming", "unrecorded", "no_show", "cancelled")  # a booked enrolment is in exactly one
+
+STAGES: tuple[Stage, ...] = (
+    Stage("audience", _l("Enrolled"), lambda f: true()),
+    Stage("sent", _l("Sent a message"), lambda f: f.first_sent_at.is_not(None)),
+    Stage("delivered", _l("Message delivered"), lambda f: f.delivered == 1),
+    Stage("opened", _l("Opened the link"), lambda f: f.opened == 1),
+    Stage("verified", _l("Confirmed who they are"), lambda f: f.verified == 1),
+    Stage("booked", _l("Booked"), lambda f: f.first_booked_at.is_not(None)),
+    Stage("booked_by_staff", _l("Booked by staff (phone)"), lambda f: f.booked_by_staff == 1),
+    Stage("kept", _l("Came to the visit"), lambda f: f.outcome == "kept"),
+    Stage("upcoming", _l("Visit still to come"), lambda f: f.outcome == "upcoming"),
+    Stage("unrecorded", _l("Visit passed, outcome not recorded"), lambda f: f.outcome == "unrecorded"),
+    Stage("no_show", _l("Did not come"), lambda f: f.outcome == "no_show"),
+    Stage("cancelled", _l("Cancelled, not rebooked"), lambda f: f.outcome == "cancelled"),
+    Stage("settled", _l("Visit came due or was cancelled"), lambda f: f.outcome.in_(("kept", "no_show", "cancelled"))),
+    Stage("won_back", _l("Won back"), lambda f: f.won_back == 1),
+    Stage("closed", _l("Care gap closed"), lambda f: f.closed == 1),
+    Stage("opted_out", _l("Opted out"), lambda f: f.opted_out == 1),
+    Stage("refill_due", _l("Refill campaign patients"), lambda f: f.care_gap == REFILL_GAP),
+    Stage("refill_done", _l("Refill completed"), lambda f: f.refill_done == 1),
+    Stage("retention_30_due", _l("Won back 30+ days ago"), lambda f: f.returned_30.is_not(None)),
+    Stage("retained_30", _l("Came back again within 30 days"), lambda f: f.returned_30 == 1),
+    Stage("retention_90_due", _l("Won back 90+ days ago"), lambda f: f.returned_90.is_not(None)),
+    Stage("retained_90", _l("Came back again within 90 days"), lambda f: f.returned_90 == 1),
+)
+STAGE = {stage.key: stage for stage in STAGES}
+FUNNEL = ("audience", "sent", "delivered", "opened", "verified", "booked", "kept")
+
+RATES: tuple[Rate, ...] = (
+    Rate("booking_rate", _l("Booking rate"), "booked", "audience"),
+    Rate("win_back_rate", _l("Win-back rate"), "won_back", "audience"),
+    Rate("kept_rate", _l("Kept-appointment rate"), "kept", "settled"),
+    Rate("closure_rate", _l("Care-gap closure rate"), "closed", "audience"),
+    Rate("opt_out_rate", _l("Opt-out rate"), "opted_out", "sent"),
+    Rate("refill_rate", _l("Refill completion rate"), "refill_done", "refill_due"),
+    Rate("retention_30_rate", _l("30-day retention"), "retained_30", "retention_30_due"),
+    Rate("retention_90_rate", _l("90-day retention"), "retained_90", "retention_90_due"),
+)
+RATE = {rate.key: rate for rate in RATES}
+
+DURATIONS: tuple[Duration, ...] = (
+    Duration("to_book", _l("First message to booking"), "seconds_to_book"),
+    Duration("to_visit", _l("Booking to visit"), "seconds_to_visit"),
+)
+PERCENTILES = (50, 90)
+
+DIMENSIONS = {
+    "variant": _l("Variant"),
+    "tier": _l("Tier"),
+    "language": _l("Language"),
+    "care_gap": _l("Care gap"),
+    "age_band": _l("Age band"),
+    "channel": _l("First channel"),
+    "location": _l("Location"),
+    "step": _l("Last message before booking"),
+}
+
+
+# --- the facts CTE --------------------------------------------------------------------------------------
+
+def _appointment_outcomes(campaign_ids: list[int], now: datetime):
+    """Per enrolment: first booking, how it was booked, the visit outcome, and whether
+    it won the patient back (attended a visit starting within the campaign window)."""
+    appointment, slot, enrolment, campaign = aliased(Appointment), aliased(Slot), aliased(Enrolment), aliased(Campaign)
+    closes_gap = aliased(AppointmentTypeGap)
+    attended = appointment.status == "attended"
+    live = appointment.status == "booked"
+    in_window = and_(slot.starts_at >= enrolment.created_at,
+                     seconds_between(enrolment.created_at, slot.starts_at) <= campaign.window_days * DAY)
+    return (
+        select(appointment.enrolment_id.label("enrolment_id"),
+               func.min(appointment.booked_at).label("first_booked_at"),
+               func.min(case((appointment.booked_via == "portal", appointment.booked_at))).label("first_portal_at"),
+               func.max(appointment.id).label("last_appointment_id"),
+               func.min(case((attended, slot.starts_at))).label("visit_at"),
+               _any(attended).label("attended"),
+               _any(and_(attended, in_window)).label("won_back"),
+               _any(and_(attended, in_window, closes_gap.care_gap_code.is_not(None))).label("gap_visit"),
+               _any(and_(live, slot.starts_at > now)).label("live_future"),
+               _any(live).label("live"),
+               _any(appointment.status == "no_show").label("no_show"))
+        .join(slot, slot.id == appointment.slot_id)
+        .join(enrolment, enrolment.id == appointment.enrolment_id)
+        .join(campaign, campaign.id == enrolment.campaign_id)
+        .outerjoin(closes_gap, and_(closes_gap.appointment_type_id == appointment.appointment_type_id,
+                                    closes_gap.care_gap_code == enrolment.care_gap_code))
+        .where(enrolment.campaign_id.in_(campaign_ids))
+        .group_by(appointment.enrolment_id)
+        .cte("appointment_outcomes")
+    )
+
+
+def _any(condition: ColumnElement[bool]):
+    """1 when any row of the group meets the condition, else 0."""
+    return func.max(case((condition, 1), else_=0))
+
+
+def _steps_of(campaign: Campaign) -> range:
+    return range(max(len(campaign.step_days or []), 1))
+
+
+def _messages(campaign: Campaign, appointments):
+    """Per enrolment: campaign messages that actually left (sent_at set), delivery, the first
+    one's id (for its channel), the last step sent before the first booking, and which
+    steps and channels reached the patient."""
+    message = aliased(OutboxMessage)
+    delivered = message.delivered_at.is_not(None)
+    columns = [message.enrolment_id.label("enrolment_id"),
+               func.min(message.sent_at).label("first_sent_at"),
+               func.min(message.id).label("first_message_id"),
+               _any(delivered).label("delivered"),
+               func.max(case((message.sent_at <= appointments.c.first_booked_at, message.step))).label("booked_after_step")]
+    for step in _steps_of(campaign):
+        columns += [_any(message.step == step).label(f"sent_step_{step}"),
+                    _any(and_(message.step == step, delivered)).label(f"delivered_step_{step}")]
+    for channel in CHANNELS:
+        columns += [_any(message.channel == channel).label(f"sent_{channel}"),
+                    _any(and_(message.channel == channel, delivered)).label(f"delivered_{channel}")]
+    return (
+        select(*columns)
+        .outerjoin(appointments, appointments.c.enrolment_id == message.enrolment_id)
+        .where(message.campaign_id == campaign.id, message.step.is_not(None), message.sent_at.is_not(None))
+        .group_by(message.enrolment_id)
+        .subquery("messages")
+    )
+
+
+def _patient_events(campaign: Campaign):
+    event = aliased(Event)
+    opted_out = event.kind == "opted_out"
+    channel = func.coalesce(event.detail["channel"].as_string(), "all")
+    columns = [event.enrolment_id.label("enrolment_id"), _any(event.kind == "link_opened").label("opened"),
+               _any(event.kind == "verified").label("verified"), _any(opted_out).label("opted_out")]
+    columns += [_any(and_(opted_out, channel == key)).label(f"opted_out_{key}") for key in (*CHANNELS, "all")]
+    return (
+        select(*columns)
+        .where(event.campaign_id == campaign.id, event.kind.in_(("link_opened", "verified", "opted_out")))
+        .group_by(event.enrolment_id)
+        .subquery("patient_events")
+    )
+
+
+def _refills(campaign: Campaign):
+    refill, enrolment = aliased(RefillRequest), aliased(Enrolment)
+    return (
+        select(refill.enrolment_id.label("enrolment_id"), _any(refill.completed_at.is_not(None)).label("completed"))
+        .join(enrolment, enrolment.id == refill.enrolment_id)
+        .where(enrolment.campaign_id == campaign.id)
+        .group_by(refill.enrolment_id)
+        .subquery("refills")
+    )
+
+
+def window_end(campaign: Campaign, now: datetime) -> date:
+    """The last day outcomes are judged on: the campaign window's end, or today if sooner."""
+    start = campaign.launched_at or campaign.created_at or now
+    return min(now.date(), (start + timedelta(days=campaign.window_days)).date())
+
+
+def _closed_elsewhere(campaign: Campaign, now: datetime) -> ColumnElement[bool]:
+    """The care-gap rules no longer find the enrolment's gap open at the window's end, and an
+    import has brought a clinical record dated after enrolment. The second half keeps a gap
+    that merely lapsed (a referral ageing out, a flu season ending, a birthday) from
+    counting as closed; the rules also drop patients who died or moved, so those never count."""
+    if _patients_with_gap is None or not campaign.care_gap_codes:
+        return false()
+    as_of = window_end(campaign, now)
+
+    def new_record(enrolment) -> ColumnElement[bool]:
+        fact = aliased(ClinicalFact)
+        return (select(fact.id).where(fact.patient_id == enrolment.patient_id,
+                                      fact.started_on >= func.date(enrolment.created_at), fact.started_on <= as_of)
+                .exists())
+
+    # The rules run once per statement, only over this campaign's patients with a new record.
+    other = aliased(Enrolment)
+    candidates = select(other.patient_id).where(other.campaign_id == campaign.id, new_record(other))
+    still_open = case(*((Enrolment.care_gap_code == code,
+                         Enrolment.patient_id.in_(_patients_with_gap(None, code, as_of).correlate(None)
+                                                  .where(Patient.id.in_(candidates))))
+                        for code in campaign.care_gap_codes), else_=true())
+    return and_(Patient.deceased_on.is_(None), Patient.moved_away.is_(False), new_record(Enrolment), not_(still_open))
+
+
+def _came_back(visit_at, days: int) -> ColumnElement[bool]:
+    """Another attended visit, or an imported encounter, after the won-back visit and within ``days``."""
+    later, later_slot = aliased(Appointment), aliased(Slot)
+    again = (select(later.id).join(later_slot, later_slot.id == later.slot_id)
+             .where(later.patient_id == Enrolment.patient_id, later.status == "attended",
+                    later_slot.starts_at > visit_at,
+                    seconds_between(visit_at, later_slot.starts_at) <= days * DAY)
+             .exists())
+    encounter = (select(ClinicalFact.id)
+                 .where(ClinicalFact.patient_id == Enrolment.patient_id, ClinicalFact.kind == FactKind.ENCOUNTER,
+                        ClinicalFact.started_on > func.date(visit_at),
+                        seconds_between(visit_at, ClinicalFact.started_on) <= days * DAY)
+                 .exists())
+    return or_(again, encounter)
+
+
+def _age_band(reference: date):
+    bands = [(Patient.birth_date > years_before(reference, years), label) for years, label in AGE_BANDS]
+    return case(*bands, else_=OLDEST_BAND)
+
+
+def build_facts(campaign: Campaign, now: datetime):
+    """The per-enrolment facts of one campaign, as a materialised CTE (see the module docstring)."""
+    appointments = _appointment_outcomes([campaign.id], now)
+    messages = _messages(campaign, appointments)
+    events = _patient_events(campaign)
+    refills = _refills(campaign)
+    first_message, last_appointment, last_slot = aliased(OutboxMessage), aliased(Appointment), aliased(Slot)
+    a, m, e = appointments.c, messages.c, events.c
+    booked = a.first_booked_at.is_not(None)
+    outcome = case((a.attended == 1, "kept"), (a.live_future == 1, "upcoming"), (a.live == 1, "unrecorded"),
+                   (a.no_show == 1, "no_show"), (booked, "cancelled"), else_=None)
+    closed = case((a.gap_visit == 1, 1), (_closed_elsewhere(campaign, now), 1), else_=0)
+    retention = {days: case((and_(a.won_back == 1, a.visit_at <= now - timedelta(days=days)),
+                             case((_came_back(a.visit_at, days), 1), else_=0)), else_=None)
+                 for days in RETENTION_DAYS}
+    reference = (campaign.launched_at or now).date()
+    flags = [func.coalesce(column, 0).label(column.name) for column in m
+             if column.name.startswith(("sent_", "delivered_"))]
+    flags += [func.coalesce(column, 0).label(column.name) for column in e if column.name.startswith("opted_out_")]
+    query = (
+        select(Enrolment.id.label("enrolment_id"), Enrolment.patient_id.label("patient_id"),
+               case((Enrolment.holdout.is_(True), literal(CONTROL)), else_=Enrolment.variant).label("variant"),
+               Enrolment.tier.label("tier"), Patient.preferred_language.label("language"),
+               Enrolment.care_gap_code.label("care_gap"), _age_band(reference).label("age_band"),
+               func.coalesce(first_message.channel, "").label("channel"),
+               func.coalesce(Location.name, "").label("location"),
+               m.booked_after_step.label("step"),
+               Enrolment.created_at.label("enrolled_at"),
+               m.first_sent_at.label("first_sent_at"),
+               func.coalesce(m.delivered, 0).label("delivered"),
+               func.coalesce(e.opened, 0).label("opened"),
+               func.coalesce(e.verified, 0).label("verified"),
+               func.coalesce(e.opted_out, 0).label("opted_out"),
+               a.first_booked_at.label("first_booked_at"),
+               case((and_(booked, or_(a.first_portal_at.is_(None), a.first_portal_at > a.first_booked_at)), 1),
+                    else_=0).label("booked_by_staff"),
+               outcome.label("outcome"),
+               a.visit_at.label("visit_at"),
+               func.coalesce(a.won_back, 0).label("won_back"),
+               closed.label("closed"),
+               case((and_(Enrolment.care_gap_code == REFILL_GAP, or_(refills.c.completed == 1, closed == 1)), 1),
+                    else_=0).label("refill_done"),
+               retention[30].label("returned_30"),
+               retention[90].label("returned_90"),
+               case((m.first_sent_at <= a.first_booked_at, seconds_between(m.first_sent_at, a.first_booked_at)))
+               .label("seconds_to_book"),
+               case((a.attended == 1, seconds_between(a.first_booked_at, a.visit_at))).label("seconds_to_visit"),
+               *flags)
+        .join(Patient, Patient.id == Enrolment.patient_id)
+        .outerjoin(appointments, a.enrolment_id == Enrolment.id)
+        .outerjoin(messages, m.enrolment_id == Enrolment.id)
+        .outerjoin(events, e.enrolment_id == Enrolment.id)
+        .outerjoin(refills, refills.c.enrolment_id == Enrolment.id)
+        .outerjoin(first_message, first_message.id == m.first_message_id)
+        .outerjoin(last_appointment, last_appointment.id == a.last_appointment_id)
+        .outerjoin(last_slot, last_slot.id == last_appointment.slot_id)
+        .outerjoin(Location, Location.id == last_slot.location_id)
+        .where(Enrolment.campaign_id == campaign.id)
+    )
+    # Read by every part of the report statement: materialise it once (PostgreSQL 12+, SQLite 3.35+).
+    return query.cte("facts").prefix_with("MATERIALIZED")
+
+
+def extra_stages(campaign: Campaign) -> tuple[Stage, ...]:
+    """The campaign-wide extra counts: per message step and per channel."""
+    extra = []
+    for step in _steps_of(campaign):
+        extra += [Stage(f"sent_step_{step}", _l("Sent step %(step)d", step=step + 1),
+                        lambda f, step=step: f[f"sent_step_{step}"] == 1),
+                  Stage(f"delivered_step_{step}", _l("Delivered step %(step)d", step=step + 1),
+                        lambda f, step=step: f[f"delivered_step_{step}"] == 1),
+                  Stage(f"booked_after_step_{step}", _l("Booked after step %(step)d", step=step + 1),
+                        lambda f, step=step: and_(f.step == step, f.first_booked_at.is_not(None)))]
+    for channel in CHANNELS:
+        extra += [Stage(f"sent_{channel}", _l("Sent by %(channel)s", channel=channel),
+                        lambda f, channel=channel: f[f"sent_{channel}"] == 1),
+                  Stage(f"delivered_{channel}", _l("Delivered by %(channel)s", channel=channel),
+                        lambda f, channel=channel: f[f"delivered_{channel}"] == 1)]
+    extra += [Stage(f"opted_out_{key}", _l("Opted out of %(channel)s", channel=key),
+                    lambda f, key=key: f[f"opted_out_{key}"] == 1) for key in (*CHANNELS, "all")]
+    return tuple(extra)
+
+
+# --- results --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Percentiles:
+    n: int  # how many enrolments had this duration
+    p50: float | None  # seconds
+    p90: float | None
+
+
+@dataclass
+class Group:
+    """The metrics of one row of a breakdown (or of the whole campaign)."""
+
+    key: object
+    counts: dict[str, int]
+    durations: dict[str, Percentiles] = field(default_factory=dict)
+
+    def rate(self, key: str) -> float | None:
+        rate = RATE[key]
+        denominator = self.counts.get(rate.denominator, 0)
+        return self.counts.get(rate.numerator, 0) / denominator if denominator else None
+
+
+@dataclass(frozen=True)
+class StepRow:
+    step: int
+    day: int | None
+    sent: int
+    delivered: int
+    booked_after: int
+
+
+@dataclass(frozen=True)
+class ChannelRow:
+    channel: str  # sms, email, portal, or "all" for a stop-everything from the link
+    sent: int
+    delivered: int
+    opted_out: int
+
+    @property
+    def opt_out_rate(self) -> float | None:
+        return self.opted_out / self.sent if self.sent else None
+
+
+@dataclass(frozen=True)
+class HelpRow:
+    kind: str
+    requests: int
+    patients: int
+
+
+@dataclass(frozen=True)
+class WeekPoint:
+    week: int  # completed weeks since enrolment
+    booked: int  # patients booked by the end of this week (cumulative)
+    audience: int
+
+    @property
+    def rate(self) -> float | None:
+        return self.booked / self.audience if self.audience else None
+
+
+@dataclass
+class CampaignReport:
+    campaign: Campaign
+    now: datetime
+    overall: Group
+    breakdowns: dict[str, list[Group]]  # only the dimensions asked for; "variant" always
+    steps: list[StepRow]
+    channels: list[ChannelRow]
+    help: list[HelpRow]
+    weeks: dict[str, list[WeekPoint]]  # arm -> cumulative booking by week since enrolment
+
+    @property
+    def arms(self) -> list[Group]:
+        return self.breakdowns["variant"]
+
+
+def _dimension_key(facts, dim: str):
+    return literal("") if dim == "all" else func.coalesce(cast(facts.c[dim], String), "")
+
+
+def _report_statement(facts, stages: tuple[Stage, ...], extra: tuple[Stage, ...], dims: tuple[str, ...],
+                      fold: bool):
+    """One statement, so the facts are computed once: a UNION ALL of
+
+    - 'count' rows: per (dimension, key), the number of patients at each stage (the
+      campaign-wide row also counts ``extra``: steps and channels). With ``fold``, each
+      patient's enrolments are first folded into one row per key so nobody counts twice;
+      without it (no patient has two enrolments in the campaign) rows are patients already;
+    - 'percentile' rows: the durations at the ranks the median and 90th percentile need;
+    - 'week' rows: per arm and week since enrolment, patients whose first booking fell in it.
+    """
+    f = facts.c
+    no_text, no_int, no_float = cast(null(), String), cast(null(), Integer), cast(null(), Float)
+    parts = []
+    for dim in ("all", *dims):
+        counted = stages + extra if dim == "all" else stages
+        key = _dimension_key(facts, dim)
+        if fold:
+            source = (select(key.label("key"), f.patient_id, *[_any(stage.flag(f)).label(stage.key) for stage in counted])
+                      .group_by(key, f.patient_id).subquery(f"per_patient_{dim}"))
+            group_key, sums = source.c.key, [func.sum(source.c[stage.key]).label(stage.key) for stage in counted]
+        else:
+            group_key = key
+            sums = [func.sum(case((stage.flag(f), 1), else_=0)).label(stage.key) for stage in counted]
+        missing = [no_int.label(stage.key) for stage in extra] if dim != "all" else []
+        parts.append(select(literal("count").label("part"), literal(dim).label("dim"), group_key.label("key"),
+                            no_text.label("measure"), no_int.label("n"), no_int.label("rn"),
+                            no_float.label("seconds"), *sums, *missing).group_by(group_key))
+    durations = []
+    for duration in DURATIONS:
+        seconds = f[duration.column]
+        for dim in ("all", *dims):
+            durations.append(select(literal(dim).label("dim"), _dimension_key(facts, dim).label("key"),
+                                    literal(duration.key).label("measure"), seconds.label("seconds"))
+                             .where(seconds.is_not(None)))
+    values = union_all(*durations).subquery("durations")
+    partition = [values.c.dim, values.c.key, values.c.measure]
+    ranked = select(values, func.row_number().over(partition_by=partition, order_by=values.c.seconds).label("rn"),
+                    func.count().over(partition_by=partition).label("n")).subquery("ranked")
+    wanted = []
+    for p in PERCENTILES:  # the 1-based rank 1 + p/100 (n - 1), in integers: rank10 = 10 + p/10 (n - 1)
+        rank10 = 10 + (p // 10) * (ranked.c.n - 1)
+        wanted += [ranked.c.rn == rank10 // 10, ranked.c.rn == rank10 // 10 + 1]
+    nothing = [no_int.label(stage.key) for stage in stages + extra]
+    parts.append(select(literal("percentile"), ranked.c.dim, ranked.c.key, ranked.c.measure, ranked.c.n, ranked.c.rn,
+                        ranked.c.seconds, *nothing).where(or_(*wanted)))
+    first = (select(f.variant, f.patient_id, func.min(whole_weeks_between(f.enrolled_at, f.first_booked_at)).label("week"))
+             .where(f.first_booked_at.is_not(None)).group_by(f.variant, f.patient_id).subquery("first_booking"))
+    parts.append(select(literal("week"), literal("variant"), first.c.variant, no_text, func.count(), first.c.week,
+                        no_float, *nothing).group_by(first.c.variant, first.c.week))
+    return union_all(*parts)
+
+
+def _someone_enrolled_twice(session: Session, campaign: Campaign) -> bool:
+    """Whether any patient has two enrolments (two care gaps) in the campaign; read from
+    the (campaign, patient, gap) unique index."""
+    return session.scalar(select(Enrolment.patient_id).where(Enrolment.campaign_id == campaign.id)
+                          .group_by(Enrolment.patient_id).having(func.count() > 1).limit(1)) is not None
+
+
+def _interpolate(ranks: dict[int, float], n: int, p: int) -> float | None:
+    """Linear interpolation between the two ranks around 1 + p/100 (n - 1): PostgreSQL's
+    percentile_cont and numpy's default."""
+    position = 1 + p / 100 * (n - 1)
+    low = int(position)
+    fraction = position - low
+    if low not in ranks:
+        return None
+    if fraction == 0 or low + 1 not in ranks:
+        return ranks[low]
+    return ranks[low] + fraction * (ranks[low + 1] - ranks[low])
+
+
+def percentile(values: Iterable[float], p: int) -> float | None:
+    """The same interpolated percentile in Python, for small lists (tests, checks)."""
+    ordered = sorted(values)
+    return _interpolate(dict(enumerate(ordered, start=1)), len(ordered), p) if ordered else None
+
+
+def _help(session: Session, campaign: Campaign) -> list[HelpRow]:
+    rows = session.execute(
+        select(HelpRequest.kind, func.count(), func.count(distinct(Enrolment.patient_id)))
+        .join(Enrolment, Enrolment.id == HelpRequest.enrolment_id)
+        .where(Enrolment.campaign_id == campaign.id).group_by(HelpRequest.kind).order_by(HelpRequest.kind)).all()
+    return [HelpRow(kind, int(requests), int(patients)) for kind, requests, patients in rows]
+
+
+def _typed_key(dim: str, key: str) -> object:
+    if dim in ("tier", "step") and key.lstrip("-").isdigit():
+        return int(key)
+    return key
+
+
+def _sort_key(dim: str):
+    def key(group: Group):
+        if dim == "variant":
+            return (group.key == CONTROL, str(group.key))
+        if dim in ("tier", "step"):
+            return (group.key == "", group.key if isinstance(group.key, int) else 0)
+        if dim == "age_band":
+            order = [label for _years, label in AGE_BANDS] + [OLDEST_BAND]
+            return (0, order.index(group.key) if group.key in order else 99)
+        return (group.key == "", str(group.key))
+    return key
+
+
+def campaign_report(session: Session, campaign: Campaign, now: datetime | None = None,
+                    dimensions: Iterable[str] = tuple(DIMENSIONS)) -> CampaignReport:
+    """Every metric of one campaign, overall and broken down by each of ``dimensions``
+    ("variant" always, for the experiment), in one statement over the facts CTE plus one
+    small query for help requests. Reads only. Raises KeyError for an unknown dimension."""
+    now = now or utcnow()
+    dims = tuple(dict.fromkeys(("variant", *dimensions)))
+    for dim in dims:
+        DIMENSIONS[dim]  # noqa: B018 - KeyError for a dimension we don't know
+    extra = extra_stages(campaign)
+    facts = build_facts(campaign, now)
+    fold = _someone_enrolled_twice(session, campaign)
+    counts: dict[tuple[str, object], dict[str, int]] = {}
+    ranks: dict[tuple[str, object, str], dict] = {}
+    weekly: dict[str, list[tuple[int, int]]] = {}
+    for row in session.execute(_report_statement(facts, STAGES, extra, dims, fold)).mappings():
+        dim, key = row["dim"], _typed_key(row["dim"], row["key"])
+        if row["part"] == "count":
+            counted = STAGES + extra if dim == "all" else STAGES
+            counts[(dim, key)] = {stage.key: int(row[stage.key] or 0) for stage in counted}
+        elif row["part"] == "percentile":
+            entry = ranks.setdefault((dim, key, row["measure"]), {"n": int(row["n"]), "ranks": {}})
+            entry["ranks"][int(row["rn"])] = float(row["seconds"])
+        else:
+            weekly.setdefault(key, []).append((int(row["rn"]), int(row["n"])))
+
+    def group(dim: str, key: object) -> Group:
+        durations = {}
+        for duration in DURATIONS:
+            entry = ranks.get((dim, key, duration.key))
+            durations[duration.key] = (Percentiles(entry["n"], *(_interpolate(entry["ranks"], entry["n"], p)
+                                                                  for p in PERCENTILES))
+                                       if entry else Percentiles(0, None, None))
+        return Group(key, counts[(dim, key)], durations)
+
+    overall = group("all", "") if ("all", "") in counts else Group("", {s.key: 0 for s in STAGES + extra},
+                                                                    {d.key: Percentiles(0, None, None)
+                                                                     for d in DURATIONS})
+    breakdowns = {dim: sorted((group(d, key) for (d, key) in counts if d == dim), key=_sort_key(dim)) for dim in dims}
+    c = overall.counts
+    days = campaign.step_days or [0]
+    steps = [StepRow(step, days[step] if step < len(days) else None, c[f"sent_step_{step}"],
+                     c[f"delivered_step_{step}"], c[f"booked_after_step_{step}"])
+             for step in _steps_of(campaign) if c[f"sent_step_{step}"] or c[f"booked_after_step_{step}"]]
+    channels = [ChannelRow(channel, c[f"sent_{channel}"], c[f"delivered_{channel}"], c[f"opted_out_{channel}"])
+                for channel in CHANNELS if c[f"sent_{channel}"] or c[f"opted_out_{channel}"]]
+    if c["opted_out_all"]:
+        channels.append(ChannelRow("all", c["sent"], 0, c["opted_out_all"]))
+    weeks = {}
+    for arm in breakdowns["variant"]:
+        audience, total, points = arm.counts["audience"], 0, []
+        for week, booked in sorted(weekly.get(arm.key, [])):
+            total += booked
+            points.append(WeekPoint(week, total, audience))
+        weeks[arm.key] = points
+    return CampaignReport(campaign, now, overall, breakdowns, steps, channels, _help(session, campaign), weeks)
+
+
+# --- every campaign at a glance --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CampaignSummary:
+    campaign: Campaign
+    group: Group
+
+
+def campaign_overview(session: Session, now: datetime | None = None) -> list[CampaignSummary]:
+    """Audience, bookings, visits and win-backs of every campaign, newest first, in one
+    statement (the same definitions as the campaign report, without the event log)."""
+    now = now or utcnow()
+    campaigns = list(session.scalars(select(Campaign).order_by(Campaign.created_at.desc(), Campaign.id.desc())))
+    if not campaigns:
+        return []
+    ids = [c.id for c in campaigns]
+    appointments = _appointment_outcomes(ids, now)
+    a = appointments.c
+    facts = (select(Enrolment.campaign_id, Enrolment.patient_id,
+                    case((Enrolment.holdout.is_(True), 1), else_=0).label("held"),
+                    a.first_booked_at, func.coalesce(a.won_back, 0).label("won_back"),
+                    case((a.attended == 1, "kept"), (a.live_future == 1, "upcoming"), (a.live == 1, "unrecorded"),
+                         (a.no_show == 1, "no_show"), (a.first_booked_at.is_not(None), "cancelled")).label("outcome"))
+             .outerjoin(appointments, appointments.c.enrolment_id == Enrolment.id)
+             .where(Enrolment.campaign_id.in_(ids)).subquery("overview_facts"))
+    f = facts.c
+    keys = ("audience", "booked", "kept", "no_show", "cancelled", "settled", "won_back")
+    columns = [func.count(distinct(case((STAGE[k].flag(f), f.patient_id)))).label(k) for k in keys]
+    columns.append(func.count(distinct(case((f.held == 1, f.patient_id)))).label("control"))
+    rows = {row["campaign_id"]: row for row in session.execute(
+        select(f.campaign_id, *columns).group_by(f.campaign_id)).mappings()}
+    summaries = []
+    for campaign in campaigns:
+        row = rows.get(campaign.id, {})
+        summaries.append(CampaignSummary(campaign, Group(campaign.id, {k: int(row.get(k) or 0)
+                                                                       for k in (*keys, "control")})))
+    return summaries
+
+
+# --- drill-down (coordinators) --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CellPatient:
+    patient_id: int
+    enrolment_id: int
+    given_name: str
+    family_name: str
+    arm: str
+    outcome: str | None
+
+
+def patients_in_cell(session: Session, campaign: Campaign, stage: str, dim: str | None = None,
+                     key: str | None = None, now: datetime | None = None,
+                     limit: int = MAX_DRILL_DOWN) -> list[CellPatient]:
+    """The patients behind one number of the report (a stage, optionally within one row of a
+    breakdown), at most ``limit``. Raises KeyError for an unknown stage or dimension."""
+    now = now or utcnow()
+    flag = {s.key: s for s in STAGES + extra_stages(campaign)}[stage].flag
+    if dim is not None:
+        DIMENSIONS[dim]  # noqa: B018 - KeyError for a dimension we don't know
+    facts = build_facts(campaign, now)
+    f = facts.c
+    conditions = [flag(f)]
+    if dim is not None:
+        conditions.append(_dimension_key(facts, dim) == (key or ""))
+    query = (select(f.patient_id, f.enrolment_id, Patient.given_name, Patient.family_name, f.variant, f.outcome)
+             .join(Patient, Patient.id == f.patient_id).where(*conditions)
+             .order_by(Patient.family_name, Patient.given_name, f.enrolment_id).limit(limit))
+    return [CellPatient(*row) for row in session.execute(query)]
+
+
+# --- tables: one shape for the screen, the CSV export and the CLI -----------------------------------------
+
+@dataclass(frozen=True)
+class Column:
+    key: str  # the CSV / JSON header (stable, documented in docs/metrics.md)
+    label: object
+    kind: str = "count"  # label, count, rate, hours, days, points, text
+    basis: tuple[str, ...] = ()  # the count columns this value is computed from (for suppression)
+    screen: bool = True  # shown in the dashboard's table (the export has every column)
+
+
+@dataclass
+class Table:
+    key: str
+    title: object
+    columns: list[Column]
+    rows: list[dict]
+    partition: bool = False  # rows split one population: suppress a second cell where one alone would show
+    row_partitions: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (total column, columns that add up to it)
+
+    def column(self, key: str) -> Column:
+        return next(c for c in self.columns if c.key == key)
+
+
+def _rate_column(rate: Rate, screen: bool = True) -> Column:
+    return Column(rate.key, rate.label, "rate", (rate.numerator, rate.denominator), screen)
+
+
+def _duration_columns(duration: Duration, screen: bool = True) -> list[Column]:
+    n_key = f"n_{duration.key}"
+    return [Column(n_key, _l("Patients timed"), "count", (), False),
+            Column(f"median_days_{duration.key}", _l("%(what)s: median days", what=duration.label), "days", (n_key,),
+                   screen),
+            Column(f"p90_days_{duration.key}", _l("%(what)s: 90th percentile, days", what=duration.label), "days",
+                   (n_key,), False)]
+
+
+def _group_values(group: Group) -> dict:
+    values = dict(group.counts)
+    for rate in RATES:
+        values[rate.key] = group.rate(rate.key)
+    for duration in DURATIONS:
+        p = group.durations.get(duration.key) or Percentiles(0, None, None)
+        values[f"n_{duration.key}"] = p.n
+        values[f"median_days_{duration.key}"] = None if p.p50 is None else p.p50 / DAY
+        values[f"p90_days_{duration.key}"] = None if p.p90 is None else p.p90 / DAY
+    return values
+
+
+SCREEN_COUNTS = {"audience", "booked", "kept", "no_show", "won_back"}
+SCREEN_RATES = {"booking_rate", "win_back_rate", "kept_rate", "closure_rate"}
+TABLE_STAGES = ("audience", "sent", "delivered", "opened", "verified", "booked", "booked_by_staff", "kept",
+                "upcoming", "unrecorded", "no_show", "cancelled", "settled", "won_back", "closed", "opted_out",
+                "refill_due", "refill_done", "retention_30_due", "retained_30", "retention_90_due", "retained_90")
+OUTCOME_PARTITION = (("booked", OUTCOMES),)
+
+
+def _metric_columns() -> list[Column]:
+    columns = [Column(key, STAGE[key].label, "count", (), key in SCREEN_COUNTS) for key in TABLE_STAGES]
+    columns += [_rate_column(rate, rate.key in SCREEN_RATES) for rate in RATES]
+    for duration in DURATIONS:
+        columns += _duration_columns(duration, duration.key == "to_book")
+    return columns
+
+
+def breakdown_table(report: CampaignReport, dim: str, label_for: Callable[[str, object], str] | None = None) -> Table:
+    label_for = label_for or (lambda _dim, key: str(key))
+    rows = [{"group": label_for(dim, group.key), "group_key": group.key, **_group_values(group)}
+            for group in report.breakdowns[dim]]
+    return Table(f"by_{dim}", _l("By %(dimension)s", dimension=DIMENSIONS[dim]),
+                 [Column("group", DIMENSIONS[dim], "label"), *_metric_columns()], rows,
+                 partition=dim != "care_gap", row_partitions=OUTCOME_PARTITION)
+
+
+def summary_table(report: CampaignReport) -> Table:
+    """The headline numbers: every rate and time for the whole campaign, with what it is made of."""
+    group = report.overall
+    rows = []
+    for rate in RATES:
+        rows.append({"metric": rate.label, "metric_key": rate.key, "value": group.rate(rate.key),
+                     "numerator": group.counts[rate.numerator], "denominator": group.counts[rate.denominator],
+                     "kind": "rate"})
+    for duration in DURATIONS:
+        p = group.durations[duration.key]
+        for which, value in (("median", p.p50), ("p90", p.p90)):
+            label = _l("%(what)s: median days", what=duration.label) if which == "median" else \
+                _l("%(what)s: 90th percentile, days", what=duration.label)
+            rows.append({"metric": label, "metric_key": f"{which}_days_{duration.key}",
+                         "value": None if value is None else value / DAY, "numerator": p.n, "denominator": None,
+                         "kind": "days"})
+    return Table("summary", _l("Headline numbers"),
+                 [Column("metric", _l("Measure"), "label"), Column("value", _l("Value"), "value",
+                                                                   ("numerator", "denominator")),
+                  Column("numerator", _l("Patients counted"), "count"),
+                  Column("denominator", _l("Out of"), "count")], rows)
+
+
+def funnel_table(report: CampaignReport) -> Table:
+    audience = report.overall.counts["audience"]
+    rows = [{"stage": STAGE[key].label, "stage_key": key, "patients": report.overall.counts[key],
+             "share": report.overall.counts[key] / audience if audience else None, "audience": audience}
+            for key in (*FUNNEL, "booked_by_staff", "upcoming", "unrecorded", "no_show", "cancelled", "won_back")]
+    return Table("funnel", _l("Funnel"),
+                 [Column("stage", _l("Stage"), "label"), Column("patients", _l("Patients")),
+                  Column("share", _l("Share of enrolled"), "rate", ("patients", "audience")),
+                  Column("audience", _l("Enrolled"), "count", (), False)], rows)
+
+
+def step_table(report: CampaignReport) -> Table:
+    booked_total = sum(row.booked_after for row in report.steps)
+    rows = [{"step": row.step + 1, "day": row.day, "sent": row.sent, "delivered": row.delivered,
+             "booked_after": row.booked_after, "booked_total": booked_total,
+             "share_of_bookings": row.booked_after / booked_total if booked_total else None}
+            for row in report.steps]
+    return Table("by_step", _l("By message step"),
+                 [Column("step", _l("Step"), "label"), Column("day", _l("Day"), "number"),
+                  Column("sent", _l("Patients sent this step")), Column("delivered", _l("Delivered")),
+                  Column("booked_after", _l("Booked after this step")),
+                  Column("booked_total", _l("Booked after any step"), "count", (), False),
+                  Column("share_of_bookings", _l("Share of bookings"), "rate", ("booked_after", "booked_total"))],
+                 rows, partition=False)
+
+
+def channel_table(report: CampaignReport, label_for: Callable[[str, object], str] | None = None) -> Table:
+    label_for = label_for or (lambda _dim, key: str(key))
+    rows = [{"channel": label_for("channel", row.channel), "channel_key": row.channel, "sent": row.sent,
+             "delivered": row.delivered, "opted_out": row.opted_out, "opt_out_rate": row.opt_out_rate}
+            for row in report.channels]
+    return Table("by_channel_opt_out", _l("Opt-outs by channel"),
+                 [Column("channel", _l("Channel"), "label"), Column("sent", _l("Patients sent")),
+                  Column("delivered", _l("Delivered")), Column("opted_out", _l("Opted out")),
+                  Column("opt_out_rate", _l("Opt-out rate"), "rate", ("opted_out", "sent"))], rows)
+
+
+def help_table(report: CampaignReport, label_for: Callable[[str, object], str] | None = None) -> Table:
+    label_for = label_for or (lambda _dim, key: str(key))
+    rows = [{"kind": label_for("help", row.kind), "kind_key": row.kind, "requests": row.requests,
+             "patients": row.patients} for row in report.help]
+    return Table("help_requests", _l("Help requests"),
+                 [Column("kind", _l("Kind of help"), "label"), Column("requests", _l("Requests"), "count", ("patients",)),
+                  Column("patients", _l("Patients"))], rows, partition=True)
+
+
+def weeks_table(report: CampaignReport, label_for: Callable[[str, object], str] | None = None) -> Table:
+    label_for = label_for or (lambda _dim, key: str(key))
+    rows = [{"arm": label_for("variant", arm), "arm_key": arm, "week": point.week + 1, "booked": point.booked,
+             "audience": point.audience, "rate": point.rate}
+            for arm, points in report.weeks.items() for point in points]
+    return Table("booking_by_week", _l("Booked by week since enrolment"),
+                 [Column("arm", _l("Group"), "label"), Column("week", _l("Week"), "number"),
+                  Column("booked", _l("Booked by then")), Column("audience", _l("Enrolled")),
+                  Column("rate", _l("Booking rate"), "rate", ("booked", "audience"))], rows)
+
+
+def overview_table(summaries: list[CampaignSummary]) -> Table:
+    rows = []
+    for summary in summaries:
+        values = dict(summary.group.counts)
+        values.update({"campaign": summary.campaign.name, "campaign_id": summary.campaign.id,
+                       "status": summary.campaign.status,
+                       "booking_rate": summary.group.rate("booking_rate"),
+                       "win_back_rate": summary.group.rate("win_back_rate"),
+                       "kept_rate": summary.group.rate("kept_rate")})
+        rows.append(values)
+    return Table("campaigns", _l("Campaigns"),
+                 [Column("campaign", _l("Campaign"), "label"), Column("status", _l("Status"), "text"),
+                  Column("audience", STAGE["audience"].label), Column("control", _l("Control group")),
+                  Column("booked", STAGE["booked"].label), Column("kept", STAGE["kept"].label),
+                  Column("no_show", STAGE["no_show"].label, "count", (), False),
+                  Column("cancelled", STAGE["cancelled"].label, "count", (), False),
+                  Column("settled", STAGE["settled"].label, "count", (), False),
+                  Column("won_back", STAGE["won_back"].label),
+                  _rate_column(RATE["booking_rate"]), _rate_column(RATE["win_back_rate"]),
+                  _rate_column(RATE["kept_rate"])], rows)
+
+
+# --- small-cell suppression -----------------------------------------------------------------------------
+
+def _small(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value < SMALL_CELL
+
+
+def suppression_mask(table: Table) -> list[set[str]]:
+    """Which cells of each row an export must hide.
+
+    Primary: a count of 1 to 10 patients. Complementary: where exactly one cell of a set
+    that adds up to a known total is hidden (a column of a table whose rows split one
+    population, or a row's outcomes that add up to its bookings), the smallest other
+    non-zero cell of the set is hidden too, so the hidden one can't be worked out by
+    subtraction. Then every value computed from a hidden count is hidden.
+    """
+    counts = [c.key for c in table.columns if c.kind == "count"]
+    hidden = [{key for key in counts if _small(row.get(key))} for row in table.rows]
+    changed = True
+    while changed:
+        changed = False
+        sets: list[list[tuple[int, str]]] = []
+        if table.partition and len(table.rows) > 1:
+            sets += [[(i, key) for i in range(len(table.rows))] for key in counts]
+        for _total, parts in table.row_partitions:
+            sets += [[(i, key) for key in parts] for i in range(len(table.rows))]
+        for cells in sets:
+            if sum(1 for i, key in cells if key in hidden[i]) == 1:
+                others = [(table.rows[i].get(key), i, key) for i, key in cells
+                          if key not in hidden[i] and isinstance(table.rows[i].get(key), int) and table.rows[i][key] > 0]
+                if others:
+                    _value, i, key = min(others, key=lambda item: item[0])
+                    hidden[i].add(key)
+                    changed = True
+    for row, row_hidden in zip(table.rows, hidden):
+        for column in table.columns:
+            if column.kind != "count" and any(basis in row_hidden for basis in column.basis):
+                row_hidden.add(column.key)
+            if column.kind == "count" and any(basis in row_hidden for basis in column.basis):
+                row_hidden.add(column.key)
+    return hidden
+
+
+def _plain(value, kind: str) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def export_rows(table: Table) -> list[list[str]]:
+    """The header and rows of an export, every small cell replaced by "<11"."""
+    hidden = suppression_mask(table)
+    out = [[column.key for column in table.columns]]
+    for row, row_hidden in zip(table.rows, hidden):
+        out.append([SUPPRESSED if column.key in row_hidden else _plain(row.get(column.key), column.kind)
+                    for column in table.columns])
+    return out
+
+
+def to_csv(table: Table) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(export_rows(table))
+    return buffer.getvalue()
+
+
+def report_tables(report: CampaignReport, label_for: Callable[[str, object], str] | None = None,
+                  experiment: Table | None = None) -> dict[str, Table]:
+    """Every table of a campaign report, by key, in the order the dashboard shows them."""
+    tables = [summary_table(report), funnel_table(report)]
+    if experiment is not None:
+        tables.append(experiment)
+    tables.append(weeks_table(report, label_for))
+    tables += [breakdown_table(report, dim, label_for) for dim in DIMENSIONS if dim in report.breakdowns]
+    tables += [step_table(report), channel_table(report, label_for), help_table(report, label_for)]
+    return {table.key: table for table in tables}
