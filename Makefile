@@ -31,3 +31,5 @@ test: translations
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache
+
+bench: translations ; $(BIN)/python bench/run_all.py

@@ -368,3 +368,72 @@ def write_section(title: str, body: list[str]) -> None:
         existing = existing.rstrip("\n") + "\n\n" + section
     README.write_text(existing)
     print(f"wrote the section '{title}' of {README.relative_to(ROOT)}")
+
+
+# --- a gunicorn server on loopback -------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Gunicorn:
+    """`gunicorn` serving an app on 127.0.0.1 only, in its own process group, stopped on exit."""
+
+    def __init__(self, app_spec: str, env: dict[str, str] | None = None, workers: int = 4,
+                 chdir: Path = ROOT) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = Path(tempfile.mkstemp(prefix="bench-gunicorn-", suffix=".log")[1])
+        self.command = [str(ROOT / ".venv" / "bin" / "gunicorn"), "--workers", str(workers), "--bind",
+                        f"127.0.0.1:{self.port}", "--chdir", str(chdir), "--log-level", "warning",
+                        "--error-logfile", str(self.log), "--timeout", "60", "--backlog", "2048", app_spec]
+        self.env = {**os.environ, **(env or {})}
+        self.process = None
+
+    def __enter__(self) -> "Gunicorn":
+        import subprocess
+        import time as clock
+        import urllib.error
+        import urllib.request
+
+        self.process = subprocess.Popen(self.command, env=self.env, start_new_session=True)
+        deadline = clock.monotonic() + 30
+        while clock.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(self.url + "/", timeout=2)
+                return self
+            except urllib.error.HTTPError:
+                return self  # it answers
+            except OSError:
+                if self.process.poll() is not None:
+                    break
+                clock.sleep(0.2)
+        self.__exit__(None, None, None)
+        raise RuntimeError(f"gunicorn did not start: {self.log.read_text()[-2000:]}")
+
+    def __exit__(self, *_exc) -> None:
+        import signal
+        import subprocess
+
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+    def errors(self) -> str:
+        """Tracebacks gunicorn logged (a 500 leaves one)."""
+        text_ = self.log.read_text() if self.log.exists() else ""
+        return text_ if "Traceback" in text_ else ""
+
+
+def load_average() -> str:
+    one, five, _fifteen = os.getloadavg()
+    return f"{one:.1f} / {five:.1f}"

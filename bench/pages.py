@@ -1,0 +1,244 @@
+"""Bench: patient pages under load, against a bare Flask "hello" app as the ceiling.
+
+    .venv/bin/python bench/pages.py                        # SQLite, then PostgreSQL
+    .venv/bin/python bench/pages.py --backend sqlite --duration 10 --write-readme
+
+For each database: a fresh database with the scheduling world of bench/common.py
+(100 000 open slots, 10 locations, 200 providers), 100 signed-in patients browsing
+(each holding one time, for the review page), 50 booked patients and 50 who opened
+their link but have not confirmed who they are. gunicorn serves `wsgi:app` as in
+production (PORTAL_ENV=production) and, in the same run, the bare Flask app of
+bench/hello_app.py, both on 127.0.0.1 with the same settings. wrk (Debian's `wrk`)
+drives each patient GET page from its own process with 50 connections, a Lua script
+rotating through the patients' session cookies. The hello app is measured before and
+after the pages; the ratio uses their mean.
+
+Targets: every patient GET page >= 0.30 of bare Flask's requests/s; p95 <= 50 ms at 50
+concurrent users.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import subprocess
+import tempfile
+import urllib.error
+import urllib.request
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from sqlalchemy import text
+
+from common import (COOKIE_NAME, ROOT, SHARED_NOTE, Gunicorn, add_patients, analyze, bench_app, build_world,
+                    drop_database, fresh_database, load_average, machine, production_env, stamp, version,
+                    write_section)
+
+TITLE = "Patient pages under load, against bare Flask"
+RATIO_TARGET, P95_TARGET = 0.30, 50.0
+LUA = """
+local items = {%s}
+local n = 0
+request = function()
+  n = n + 1
+  local item = items[(n %% #items) + 1]
+  return wrk.format("GET", item[1], item[2] ~= "" and {["Cookie"] = "%s=" .. item[2]} or {})
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('RESULT {"requests": %%d, "duration_us": %%d, "non_2xx_3xx": %%d, "connect": %%d, ' ..
+    '"read": %%d, "write": %%d, "timeout": %%d, "p50_us": %%d, "p95_us": %%d, "p99_us": %%d}\\n',
+    summary.requests, summary.duration, e.status, e.connect, e.read, e.write, e.timeout,
+    latency:percentile(50), latency:percentile(95), latency:percentile(99)))
+end
+"""
+
+
+def prepare(app, world) -> dict[str, list[tuple[str, str]]]:
+    """The patients and, per page, the (path, cookie) pairs wrk rotates through."""
+    from portal.extensions import db
+    from portal.models import AppointmentType, Enrolment, Location
+    from portal.services.availability import search_slots
+
+    browsing = add_patients(app, world, 100)
+    booked = add_patients(app, world, 50, first=100)
+    unverified = add_patients(app, world, 50, verified=False, first=150)
+    engine = app.extensions["portal_db"]["engine"]
+    now = datetime.now(timezone.utc)
+    third_page, held = {}, {}
+    with app.app_context():
+        session = db.session
+        in_person = session.get(AppointmentType, world.in_person_type_id)
+        for location_id in world.location_ids:
+            enrolment = session.get(Enrolment, browsing[0].enrolment_id)
+            after = None
+            for _page in range(2):
+                after = search_slots(session, enrolment, in_person, session.get(Location, location_id),
+                                     after_slot_id=after).slots[-1].id
+            third_page[location_id] = after
+        session.rollback()
+    with engine.begin() as connection:
+        # each browsing patient holds a time far ahead (the review page), each booked patient has a visit
+        free = connection.execute(text(
+            "SELECT id FROM slot WHERE modality = 'in_person' AND booked_count = 0 AND starts_at > :soon "
+            "ORDER BY starts_at DESC LIMIT 150"), {"soon": now + timedelta(days=30)}).scalars().all()
+        for browser, slot_id in zip(browsing, free[:100]):
+            connection.execute(text("UPDATE slot SET held_by_enrolment_id = :e, held_until = :u WHERE id = :s"),
+                               {"e": browser.enrolment_id, "u": now + timedelta(hours=3), "s": slot_id})
+            held[browser.enrolment_id] = slot_id
+        for browser, slot_id in zip(booked, free[100:]):
+            connection.execute(text("UPDATE slot SET booked_count = 1 WHERE id = :s"), {"s": slot_id})
+            connection.execute(text(
+                "INSERT INTO appointment (enrolment_id, patient_id, slot_id, appointment_type_id, status, booked_via, "
+                "video_code, booked_at, cancel_reason, sequence) VALUES (:e, :p, :s, :t, 'booked', 'portal', '', "
+                ":now, '', 0)"), {"e": browser.enrolment_id, "p": browser.patient_id, "s": slot_id,
+                                  "t": world.in_person_type_id, "now": now})
+            connection.execute(text("UPDATE enrolment SET status = 'booked' WHERE id = :e"),
+                               {"e": browser.enrolment_id})
+    t = world.in_person_type_id
+    locations = world.location_ids
+
+    def times(n: int, page3: bool = False) -> str:
+        location = locations[n % len(locations)]
+        return f"/visit/times?type={t}&location={location}" + (f"&after={third_page[location]}" if page3 else "")
+
+    return {
+        "landing (GET /r/<token>, opens a session)": [(f"/r/{b.token}", "") for b in browsing],
+        "verify (/welcome/verify)": [("/welcome/verify", b.cookie) for b in unverified],
+        "home (/visit)": [("/visit", b.cookie) for b in browsing],
+        "choose (/visit/choose)": [("/visit/choose", b.cookie) for b in browsing],
+        "times, first page": [(times(n), b.cookie) for n, b in enumerate(browsing)],
+        "times, third page": [(times(n, True), b.cookie) for n, b in enumerate(browsing)],
+        "review (/visit/review)": [(f"/visit/review?type={t}&slot={held[b.enrolment_id]}", b.cookie)
+                                   for b in browsing],
+        "booked (/visit/booked)": [("/visit/booked", b.cookie) for b in booked],
+        "form (/visit/form)": [("/visit/form", b.cookie) for b in booked],
+        "help (/visit/help)": [("/visit/help", b.cookie) for b in browsing],
+    }
+
+
+def check(base: str, items: list[tuple[str, str]], expected: int) -> None:
+    """A few requests by hand first: the page must answer as expected for these cookies."""
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None
+
+    opener = urllib.request.build_opener(NoRedirect)
+    for path, cookie in items[:3]:
+        request = urllib.request.Request(base + path, headers={"Cookie": f"{COOKIE_NAME}={cookie}"} if cookie else {})
+        try:
+            status = opener.open(request, timeout=30).status
+        except urllib.error.HTTPError as error:
+            status = error.code
+        if status != expected:
+            raise SystemExit(f"{path}: expected {expected}, got {status}")
+
+
+def wrk(base: str, items: list[tuple[str, str]], duration: int, connections: int, threads: int) -> dict:
+    entries = ", ".join(f'{{"{path}", "{cookie}"}}' for path, cookie in items)
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(LUA % (entries, COOKIE_NAME))
+    output = subprocess.run(["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{duration}s",
+                             "--timeout", "10s", "-s", script.name, base + "/"],
+                            capture_output=True, text=True, timeout=duration + 60)
+    Path(script.name).unlink()
+    found = re.search(r"^RESULT (.*)$", output.stdout, re.MULTILINE)
+    if not found:
+        raise SystemExit(f"wrk failed: {output.stdout}\n{output.stderr}")
+    result = json.loads(found.group(1))
+    seconds = result["duration_us"] / 1e6
+    return {"rps": result["requests"] / seconds, "requests": result["requests"],
+            "errors": result["non_2xx_3xx"] + result["connect"] + result["read"] + result["write"] + result["timeout"],
+            "non_2xx_3xx": result["non_2xx_3xx"], "socket_errors": result["connect"] + result["read"]
+            + result["write"] + result["timeout"],
+            "p50": result["p50_us"] / 1000, "p95": result["p95_us"] / 1000, "p99": result["p99_us"] / 1000}
+
+
+def measure(backend: str, duration: int, connections: int, workers: int) -> dict | None:
+    url = fresh_database(backend, "bench_pages")
+    if url is None:
+        return None
+    app = bench_app(url)
+    engine = app.extensions["portal_db"]["engine"]
+    world = build_world(engine)
+    pages = prepare(app, world)
+    analyze(engine)
+    db_version = version(engine)
+    engine.dispose()
+    results = {}
+    threads = 2
+    with Gunicorn("hello_app:app", workers=workers, chdir=ROOT / "bench") as hello, \
+            Gunicorn("wsgi:app", env=production_env(url), workers=workers) as portal:
+        wrk(hello.url, [("/", "")], 2, connections, threads)  # warm up
+        before = wrk(hello.url, [("/", "")], duration, connections, threads)
+        print(f"  bare Flask (before): {before['rps']:.0f} req/s, p95 {before['p95']:.1f} ms")
+        for name, items in pages.items():
+            check(portal.url, items, 303 if name.startswith("landing") else 200)
+            wrk(portal.url, items, 1, connections, threads)  # warm up every worker
+            results[name] = wrk(portal.url, items, duration, connections, threads)
+            r = results[name]
+            print(f"  {name:<45} {r['rps']:7.0f} req/s  p50 {r['p50']:6.1f}  p95 {r['p95']:6.1f}  "
+                  f"p99 {r['p99']:6.1f} ms  errors {r['errors']}")
+        after = wrk(hello.url, [("/", "")], duration, connections, threads)
+        print(f"  bare Flask (after): {after['rps']:.0f} req/s, p95 {after['p95']:.1f} ms")
+        server_errors = portal.errors()
+    if server_errors:
+        print("gunicorn logged errors:\n" + server_errors[-3000:])
+    drop_database(url)
+    ceiling = (before["rps"] + after["rps"]) / 2
+    for r in results.values():
+        r["ratio"] = r["rps"] / ceiling
+    return {"version": db_version, "hello_before": before, "hello_after": after, "ceiling": ceiling,
+            "pages": results, "load": load_average(), "server_errors": bool(server_errors)}
+
+
+def report(runs: dict[str, dict], duration: int, connections: int, workers: int) -> list[str]:
+    lines = ["What it measures: `bench/pages.py` serves the portal with gunicorn (`wsgi:app`, PORTAL_ENV=production, "
+             f"{workers} sync workers) and a bare Flask \"hello\" app (`bench/hello_app.py`, same gunicorn settings) on "
+             "127.0.0.1, and drives each patient GET page with Debian's `wrk` from another process: "
+             f"{connections} connections, 2 threads, {duration} s per page, a Lua script rotating through the "
+             "session cookies of 100 signed-in patients (50 booked ones for booked/form, 50 not yet verified "
+             "for verify). The database holds the slot-search world (108 000 slots, ~100 000 open, 10 locations, "
+             "200 providers). The hello app is measured before and after the pages; the ratio is to their mean. "
+             "Targets: ratio >= 0.30; p95 <= 50 ms at 50 concurrent users.", "",
+             f"Last run: {stamp()} on {machine()}.", "", SHARED_NOTE, ""]
+    for run in runs.values():
+        lines += [f"**{run['version']}** — bare Flask {run['hello_before']['rps']:.0f} req/s before, "
+                  f"{run['hello_after']['rps']:.0f} after (p95 {run['hello_before']['p95']:.1f} / "
+                  f"{run['hello_after']['p95']:.1f} ms); load average (1 / 5 min) at the end: {run['load']}.", "",
+                  "| page | req/s | ratio to bare Flask | p50 | p95 | p99 | errors | ratio >= 0.30 | p95 <= 50 ms |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for name, r in run["pages"].items():
+            lines.append(f"| {name} | {r['rps']:.0f} | {r['ratio']:.2f} | {r['p50']:.1f} ms | {r['p95']:.1f} ms | "
+                         f"{r['p99']:.1f} ms | {r['errors']} | {'met' if r['ratio'] >= RATIO_TARGET else '**missed**'} "
+                         f"| {'met' if r['p95'] <= P95_TARGET else '**missed**'} |")
+        lines.append("")
+    lines += ["Reproduce: `apt-get install -y wrk`, then `.venv/bin/python bench/pages.py --write-readme` "
+              "(PostgreSQL on 127.0.0.1:5432, user postgres; the bench creates and drops the database "
+              "`bench_pages`).", ""]
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backend", choices=("sqlite", "postgresql", "both"), default="both")
+    parser.add_argument("--duration", type=int, default=10, help="seconds of load per page")
+    parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--workers", type=int, default=4, help="gunicorn sync workers (both apps)")
+    parser.add_argument("--write-readme", action="store_true")
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk is not installed: apt-get install -y wrk")
+    runs = {}
+    for backend in ("sqlite", "postgresql") if args.backend == "both" else (args.backend,):
+        print(backend)
+        run = measure(backend, min(args.duration, 60), args.connections, args.workers)
+        if run is not None:
+            runs[backend] = run
+    if args.write_readme and runs:
+        write_section(TITLE, report(runs, args.duration, args.connections, args.workers))
+
+
+if __name__ == "__main__":
+    main()
