@@ -11,6 +11,7 @@ from flask.cli import FlaskGroup
 from werkzeug.serving import run_simple
 
 from portal.cli_import import register_import_cli
+from portal.cli_report import report_command
 from portal.extensions import db
 from portal.migrate import upgrade_database
 from portal.models import Role
@@ -23,6 +24,7 @@ def register_cli(app: Flask) -> None:
     app.cli.add_command(demo)
     app.cli.add_command(create_staff)
     register_import_cli(app)
+    app.cli.add_command(report_command)
 
 
 @click.command("create-staff")

@@ -22,7 +22,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
-from flask_babel import lazy_gettext as _l
+from babel import Locale, UnknownLocaleError
+from flask_babel import get_locale, gettext as _, lazy_gettext as _l
 from sqlalchemy import (Float, Integer, String, and_, case, cast, distinct, false, func, literal, not_, null, or_,
                         select, true, union_all)
 from sqlalchemy.ext.compiler import compiles
@@ -32,6 +33,7 @@ from sqlalchemy.sql.expression import ColumnElement, FunctionElement
 from portal.models import (Appointment, AppointmentTypeGap, Campaign, ClinicalFact, Enrolment, Event, FactKind,
                            HelpRequest, Location, OutboxMessage, Patient, Slot, utcnow)
 from portal.models.visit import RefillRequest
+from portal.services.care_gaps import CARE_GAPS
 
 try:  # the care-gap rules decide whether a gap is still open; closure falls back to visits without them
     from portal.services.care_gap_rules import patients_with_gap as _patients_with_gap
@@ -736,6 +738,35 @@ def patients_in_cell(session: Session, campaign: Campaign, stage: str, dim: str 
 
 
 # --- tables: one shape for the screen, the CSV export and the CLI -----------------------------------------
+
+def label_for(dim: str, key: object) -> str:
+    """The words a person reads for a breakdown key, in the current language (for tables and charts)."""
+    if dim == "variant":
+        return _("Control group (no messages)") if key == CONTROL else _("Variant %(key)s", key=key)
+    if key in ("", None):
+        return {"channel": _("No message sent"), "location": _("No booking"),
+                "step": _("No message before booking")}.get(dim, _("Not known"))
+    if dim == "tier":
+        return _("Tier %(tier)s", tier=key)
+    if dim == "step":
+        return _("Step %(step)s", step=int(key) + 1)
+    if dim == "language":
+        try:
+            return Locale.parse(str(key)).get_display_name(str(get_locale())) or str(key)
+        except (ValueError, UnknownLocaleError):
+            return str(key)
+    if dim == "care_gap":
+        gap = CARE_GAPS.get(str(key))
+        return f"{gap.service_line} ({key})" if gap else str(key)
+    if dim == "channel":
+        return {"sms": _("Text message"), "email": _("Email"), "portal": _("Portal inbox"),
+                "all": _("Everything (stop all)")}.get(str(key), str(key))
+    if dim == "help":
+        return {"cost": _("Cost or insurance"), "ride": _("A ride"), "interpreter": _("An interpreter")}.get(
+            str(key), str(key))
+    return str(key)
+
+
 
 @dataclass(frozen=True)
 class Column:

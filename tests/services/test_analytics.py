@@ -367,3 +367,23 @@ def test_complementary_suppression_protects_the_lone_small_cell():
     assert out[2] == ["es", SUPPRESSED, SUPPRESSED, "1000"]  # hidden too, else fr = total - en - es
     assert out[3] == ["fr", SUPPRESSED, SUPPRESSED, "1000"]
     assert out[4] == ["xx", "0", "0.0000", "1000"]
+
+
+def test_counting_without_folding_matches_when_nobody_is_enrolled_twice(db, log, rules, monkeypatch):
+    """The fast path (one row per patient already) must give exactly what folding gives."""
+    from sqlalchemy import delete
+
+    refill = db.scalar(select(Enrolment).where(Enrolment.campaign_id == log.campaign.id,
+                                               Enrolment.care_gap_code == "refill_gap"))
+    db.execute(delete(RefillRequest).where(RefillRequest.enrolment_id == refill.id))
+    db.execute(delete(Event).where(Event.enrolment_id == refill.id))
+    db.delete(refill)
+    db.flush()
+    assert not analytics._someone_enrolled_twice(db, log.campaign)
+    fast = campaign_report(db, log.campaign, now=NOW)
+    monkeypatch.setattr(analytics, "_someone_enrolled_twice", lambda _session, _campaign: True)
+    folded = campaign_report(db, log.campaign, now=NOW)
+    assert fast.overall.counts == folded.overall.counts
+    for dim in analytics.DIMENSIONS:
+        assert [(g.key, g.counts) for g in fast.breakdowns[dim]] == [(g.key, g.counts) for g in folded.breakdowns[dim]]
+    assert fast.overall.counts["audience"] == 12 and fast.overall.counts["refill_due"] == 0

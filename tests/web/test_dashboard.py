@@ -135,3 +135,22 @@ def test_an_empty_campaign_renders(db, client, log, manager):
     assert response.status_code == 200
     assert "Nothing to show yet." in response.get_data(as_text=True)
     assert client.get("/staff/dashboard/999999").status_code == 404
+
+
+def test_the_report_command_prints_suppressed_tables_for_analysts(app, db, log, rules):
+    import json
+
+    db.commit()
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["report", str(log.campaign.id), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["campaign"]["id"] == log.campaign.id and data["campaign"]["suppressed_below"] == 11
+    assert {"summary", "funnel", "experiment", "by_variant", "by_age_band", "by_location", "by_step",
+            "help_requests"} <= set(data["tables"])
+    funnel = {row["stage"]: row["patients"] for row in data["tables"]["funnel"]["rows"]}
+    assert funnel["Enrolled"] == "12" and funnel["Booked"] == "<11"
+    result = runner.invoke(args=["report", str(log.campaign.id), "--table", "by_variant"])
+    assert result.exit_code == 0 and result.output.startswith("# by_variant\ngroup,audience,")
+    assert runner.invoke(args=["report", "999999"]).exit_code != 0
+    assert runner.invoke(args=["report", str(log.campaign.id), "--table", "nonsense"]).exit_code != 0

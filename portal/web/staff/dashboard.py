@@ -7,15 +7,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from babel import Locale, UnknownLocaleError
 from flask import Response, abort, g, render_template, request
-from flask_babel import format_decimal, format_percent, get_locale, gettext as _
+from flask_babel import format_decimal, format_percent, gettext as _
 
 from portal.extensions import db
 from portal.models import Campaign, Role
 from portal.services import analytics
-from portal.services.analytics import CONTROL, DIMENSIONS, CampaignReport, Table
-from portal.services.care_gaps import CARE_GAPS
+from portal.services.analytics import DIMENSIONS, CampaignReport, Table, label_for
 from portal.services.experiments import compare_arms, experiment_table
 from portal.web.common import commit
 from portal.web.staff import bp
@@ -29,34 +27,6 @@ DRILL_STAGES = ("booked", "kept", "no_show", "cancelled", "unrecorded", "upcomin
 
 def _campaign(campaign_id: int) -> Campaign:
     return db.session.get(Campaign, campaign_id) or abort(404)
-
-
-def label_for(dim: str, key: object) -> str:
-    """The words a person reads for a breakdown key, in the current language."""
-    if dim == "variant":
-        return _("Control group (no messages)") if key == CONTROL else _("Variant %(key)s", key=key)
-    if key in ("", None):
-        return {"channel": _("No message sent"), "location": _("No booking"),
-                "step": _("No message before booking")}.get(dim, _("Not known"))
-    if dim == "tier":
-        return _("Tier %(tier)s", tier=key)
-    if dim == "step":
-        return _("Step %(step)s", step=int(key) + 1)
-    if dim == "language":
-        try:
-            return Locale.parse(str(key)).get_display_name(str(get_locale())) or str(key)
-        except (ValueError, UnknownLocaleError):
-            return str(key)
-    if dim == "care_gap":
-        gap = CARE_GAPS.get(str(key))
-        return f"{gap.service_line} ({key})" if gap else str(key)
-    if dim == "channel":
-        return {"sms": _("Text message"), "email": _("Email"), "portal": _("Portal inbox"),
-                "all": _("Everything (stop all)")}.get(str(key), str(key))
-    if dim == "help":
-        return {"cost": _("Cost or insurance"), "ride": _("A ride"), "interpreter": _("An interpreter")}.get(
-            str(key), str(key))
-    return str(key)
 
 
 def show(value, kind: str) -> str:
