@@ -19,7 +19,9 @@ class OutboxStatus(StrEnum):
 
 class OutboxMessage(Base):
     __tablename__ = "outbox_message"
-    __table_args__ = (Index("ix_outbox_message_status_due", "status", "next_attempt_at"),)
+    __table_args__ = (Index("ix_outbox_message_status_due", "status", "next_attempt_at"),
+                      # who was contacted recently: audience exclusions and the frequency caps
+                      Index("ix_outbox_message_patient_sent", "patient_id", "sent_at"))
     id: Mapped[intpk]
     dedupe_key: Mapped[str200] = mapped_column(unique=True)
     enrolment_id: Mapped[int | None] = mapped_column(ForeignKey("enrolment.id"), index=True)
