@@ -25,7 +25,7 @@ from datetime import date, datetime, timedelta
 from babel import Locale, UnknownLocaleError
 from flask_babel import get_locale, gettext as _, lazy_gettext as _l
 from sqlalchemy import (Float, Integer, String, and_, case, cast, distinct, false, func, literal, not_, null, or_,
-                        select, true, union_all)
+                        select, text, true, union_all)
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.expression import ColumnElement, FunctionElement
@@ -233,26 +233,24 @@ def _steps_of(campaign: Campaign) -> range:
     return range(max(len(campaign.step_days or []), 1))
 
 
-def _messages(campaign: Campaign, appointments):
-    """Per enrolment: campaign messages that actually left (sent_at set), delivery, the first
-    one's id (for its channel), the last step sent before the first booking, and which
-    steps and channels reached the patient."""
+def _messages(campaign: Campaign):
+    """Per enrolment: campaign messages that actually left (sent_at set) and their delivery;
+    when each step first left and the first message id per channel (so the facts can tell
+    the first channel and the last step before booking without joining back)."""
     message = aliased(OutboxMessage)
     delivered = message.delivered_at.is_not(None)
     columns = [message.enrolment_id.label("enrolment_id"),
                func.min(message.sent_at).label("first_sent_at"),
                func.min(message.id).label("first_message_id"),
-               _any(delivered).label("delivered"),
-               func.max(case((message.sent_at <= appointments.c.first_booked_at, message.step))).label("booked_after_step")]
+               _any(delivered).label("delivered")]
     for step in _steps_of(campaign):
-        columns += [_any(message.step == step).label(f"sent_step_{step}"),
+        columns += [func.min(case((message.step == step, message.sent_at))).label(f"step_{step}_at"),
                     _any(and_(message.step == step, delivered)).label(f"delivered_step_{step}")]
     for channel in CHANNELS:
-        columns += [_any(message.channel == channel).label(f"sent_{channel}"),
+        columns += [func.min(case((message.channel == channel, message.id))).label(f"first_{channel}_id"),
                     _any(and_(message.channel == channel, delivered)).label(f"delivered_{channel}")]
     return (
         select(*columns)
-        .outerjoin(appointments, appointments.c.enrolment_id == message.enrolment_id)
         .where(message.campaign_id == campaign.id, message.step.is_not(None), message.sent_at.is_not(None))
         .group_by(message.enrolment_id)
         .subquery("messages")
@@ -340,11 +338,17 @@ def _age_band(reference: date):
 def build_facts(campaign: Campaign, now: datetime):
     """The per-enrolment facts of one campaign, as a materialised CTE (see the module docstring)."""
     appointments = _appointment_outcomes([campaign.id], now)
-    messages = _messages(campaign, appointments)
+    messages = _messages(campaign)
     events = _patient_events(campaign)
     refills = _refills(campaign)
-    first_message, last_appointment, last_slot = aliased(OutboxMessage), aliased(Appointment), aliased(Slot)
+    last_appointment, last_slot = aliased(Appointment), aliased(Slot)
     a, m, e = appointments.c, messages.c, events.c
+    steps = _steps_of(campaign)
+    # The last step that left at or before the first booking (steps leave in order).
+    booked_after_step = case(*((m[f"step_{step}_at"] <= a.first_booked_at, step) for step in reversed(steps)))
+    first_channel = case(*((m[f"first_{channel}_id"] == m.first_message_id, channel) for channel in CHANNELS),
+                         else_="")
+    sent_flag = lambda column: case((column.is_not(None), 1), else_=0)  # noqa: E731
     booked = a.first_booked_at.is_not(None)
     outcome = case((a.attended == 1, "kept"), (a.live_future == 1, "upcoming"), (a.live == 1, "unrecorded"),
                    (a.no_show == 1, "no_show"), (booked, "cancelled"), else_=None)
@@ -353,17 +357,18 @@ def build_facts(campaign: Campaign, now: datetime):
                              case((_came_back(a.visit_at, days), 1), else_=0)), else_=None)
                  for days in RETENTION_DAYS}
     reference = (campaign.launched_at or now).date()
-    flags = [func.coalesce(column, 0).label(column.name) for column in m
-             if column.name.startswith(("sent_", "delivered_"))]
+    flags = [sent_flag(m[f"step_{step}_at"]).label(f"sent_step_{step}") for step in steps]
+    flags += [sent_flag(m[f"first_{channel}_id"]).label(f"sent_{channel}") for channel in CHANNELS]
+    flags += [func.coalesce(column, 0).label(column.name) for column in m if column.name.startswith("delivered_")]
     flags += [func.coalesce(column, 0).label(column.name) for column in e if column.name.startswith("opted_out_")]
     query = (
         select(Enrolment.id.label("enrolment_id"), Enrolment.patient_id.label("patient_id"),
                case((Enrolment.holdout.is_(True), literal(CONTROL)), else_=Enrolment.variant).label("variant"),
                Enrolment.tier.label("tier"), Patient.preferred_language.label("language"),
                Enrolment.care_gap_code.label("care_gap"), _age_band(reference).label("age_band"),
-               func.coalesce(first_message.channel, "").label("channel"),
+               first_channel.label("channel"),
                func.coalesce(Location.name, "").label("location"),
-               m.booked_after_step.label("step"),
+               booked_after_step.label("step"),
                Enrolment.created_at.label("enrolled_at"),
                m.first_sent_at.label("first_sent_at"),
                func.coalesce(m.delivered, 0).label("delivered"),
@@ -390,7 +395,6 @@ def build_facts(campaign: Campaign, now: datetime):
         .outerjoin(messages, m.enrolment_id == Enrolment.id)
         .outerjoin(events, e.enrolment_id == Enrolment.id)
         .outerjoin(refills, refills.c.enrolment_id == Enrolment.id)
-        .outerjoin(first_message, first_message.id == m.first_message_id)
         .outerjoin(last_appointment, last_appointment.id == a.last_appointment_id)
         .outerjoin(last_slot, last_slot.id == last_appointment.slot_id)
         .outerjoin(Location, Location.id == last_slot.location_id)
@@ -555,6 +559,14 @@ def _report_statement(facts, stages: tuple[Stage, ...], extra: tuple[Stage, ...]
     return union_all(*parts)
 
 
+def _no_jit(session: Session) -> None:
+    """PostgreSQL would JIT-compile this wide, one-off statement (its cost estimate is far
+    past jit_above_cost), and compiling took longer than running it: ~10 s against ~3 s
+    at 100 000 enrolments (bench/dashboard.py). For this transaction only."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SET LOCAL jit = off"))
+
+
 def _someone_enrolled_twice(session: Session, campaign: Campaign) -> bool:
     """Whether any patient has two enrolments (two care gaps) in the campaign; read from
     the (campaign, patient, gap) unique index."""
@@ -620,6 +632,7 @@ def campaign_report(session: Session, campaign: Campaign, now: datetime | None =
     extra = extra_stages(campaign)
     facts = build_facts(campaign, now)
     fold = _someone_enrolled_twice(session, campaign)
+    _no_jit(session)
     counts: dict[tuple[str, object], dict[str, int]] = {}
     ranks: dict[tuple[str, object, str], dict] = {}
     weekly: dict[str, list[tuple[int, int]]] = {}

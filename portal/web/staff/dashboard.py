@@ -105,23 +105,18 @@ def experiment_chart(report: CampaignReport) -> dict | None:
         return None
     reach = max(max(abs(c.low), abs(c.high)) for c in rows)
     reach = max(0.05, -(-reach * 20 // 1) / 20)
-    left, span, row = 260, 300, 26
+    left, span, row = 200, 360, 26
     centre = left + span / 2
+    short = {"booking": _("booked"), "kept": _("came to a visit"), "closure": _("gap closed")}
     marks = []
     for i, c in enumerate(rows):
         scale = lambda v: centre + span / 2 * v / reach  # noqa: E731
-        marks.append({"label": f"{label_for('variant', c.variant)} · {analytics_metric(c.metric)}",
+        marks.append({"label": f"{c.variant} · {short[c.metric]}",
                       "y": 20 + i * row, "x": scale(c.difference), "low": scale(c.low), "high": scale(c.high),
                       "direction": c.direction})
     ticks = [{"x": centre + span / 2 * k / 2, "label": show(reach * k / 2 * 100, "points")} for k in (-2, -1, 0, 1, 2)]
     return {"marks": marks, "ticks": ticks, "centre": centre, "height": 40 + row * len(rows), "left": left,
             "span": span}
-
-
-def analytics_metric(metric: str) -> str:
-    from portal.services.experiments import METRICS
-
-    return str(METRICS[metric][1])
 
 
 # --- pages ------------------------------------------------------------------------------------------------
