@@ -833,7 +833,7 @@ SCREEN_RATES = {"booking_rate", "win_back_rate", "kept_rate", "closure_rate"}
 TABLE_STAGES = ("audience", "sent", "delivered", "opened", "verified", "booked", "booked_by_staff", "kept",
                 "upcoming", "unrecorded", "no_show", "cancelled", "settled", "won_back", "closed", "opted_out",
                 "refill_due", "refill_done", "retention_30_due", "retained_30", "retention_90_due", "retained_90")
-OUTCOME_PARTITION = (("booked", OUTCOMES),)
+OUTCOME_PARTITION = (("booked", OUTCOMES), ("settled", ("kept", "no_show", "cancelled")))
 
 
 def _metric_columns() -> list[Column]:
@@ -952,7 +952,8 @@ def overview_table(summaries: list[CampaignSummary]) -> Table:
                   Column("settled", STAGE["settled"].label, "count", (), False),
                   Column("won_back", STAGE["won_back"].label),
                   _rate_column(RATE["booking_rate"]), _rate_column(RATE["win_back_rate"]),
-                  _rate_column(RATE["kept_rate"])], rows)
+                  _rate_column(RATE["kept_rate"])], rows,
+                 row_partitions=(("settled", ("kept", "no_show", "cancelled")),))
 
 
 # --- small-cell suppression -----------------------------------------------------------------------------

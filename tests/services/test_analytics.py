@@ -387,3 +387,12 @@ def test_counting_without_folding_matches_when_nobody_is_enrolled_twice(db, log,
     for dim in analytics.DIMENSIONS:
         assert [(g.key, g.counts) for g in fast.breakdowns[dim]] == [(g.key, g.counts) for g in folded.breakdowns[dim]]
     assert fast.overall.counts["audience"] == 12 and fast.overall.counts["refill_due"] == 0
+
+
+def test_a_lone_small_outcome_is_not_left_to_subtraction():
+    """kept + no-show + cancelled = settled: hiding only the 3 would leave it as 40 - 25 - 12."""
+    columns = [analytics.Column("group", "g", "label")] + [analytics.Column(k, k) for k in
+                                                             ("settled", "kept", "no_show", "cancelled")]
+    table = Table("t", "t", columns, [{"group": "all", "settled": 40, "kept": 25, "no_show": 12, "cancelled": 3}],
+                  row_partitions=(("settled", ("kept", "no_show", "cancelled")),))
+    assert export_rows(table)[1] == ["all", "40", "25", SUPPRESSED, SUPPRESSED]
