@@ -135,6 +135,33 @@ def check(base: str, items: list[tuple[str, str]], expected: int) -> None:
             raise SystemExit(f"{path}: expected {expected}, got {status}")
 
 
+def server_times(url: str, pages: dict[str, list[tuple[str, str]]], repeat: int) -> dict[str, dict]:
+    """Each page through the Flask test client in this process, one request at a time:
+    the server's own time per page (wall, and this process's CPU) with no queueing."""
+    import time
+
+    from common import summary_ms
+
+    app = bench_app(url)
+    client = app.test_client(use_cookies=False)
+    figures = {}
+    for name, items in pages.items():
+        wall, cpu = [], []
+        for n in range(repeat + 10):
+            path, cookie = items[n % len(items)]
+            started, started_cpu = time.perf_counter(), time.process_time()
+            response = client.get(path, headers={"Cookie": f"{COOKIE_NAME}={cookie}"} if cookie else {})
+            elapsed, elapsed_cpu = time.perf_counter() - started, time.process_time() - started_cpu
+            assert response.status_code in (200, 303), (name, response.status_code)
+            if n >= 10:
+                wall.append(elapsed)
+                cpu.append(elapsed_cpu)
+        figures[name] = {"wall_p50": summary_ms(wall)["p50"], "cpu_p50": summary_ms(cpu)["p50"],
+                         "bytes": len(response.data)}
+    app.extensions["portal_db"]["engine"].dispose()
+    return figures
+
+
 def wrk(base: str, items: list[tuple[str, str]], duration: int, connections: int, threads: int) -> dict:
     entries = ", ".join(f'{{"{path}", "{cookie}"}}' for path, cookie in items)
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
@@ -166,6 +193,7 @@ def measure(backend: str, duration: int, connections: int, workers: int) -> dict
     analyze(engine)
     db_version = version(engine)
     engine.dispose()
+    alone = server_times(url, pages, 60)
     results = {}
     threads = 2
     with Gunicorn("hello_app:app", workers=workers, chdir=ROOT / "bench") as hello, \
@@ -178,8 +206,10 @@ def measure(backend: str, duration: int, connections: int, workers: int) -> dict
             wrk(portal.url, items, 1, connections, threads)  # warm up every worker
             results[name] = wrk(portal.url, items, duration, connections, threads)
             r = results[name]
+            r.update(alone[name])
             print(f"  {name:<45} {r['rps']:7.0f} req/s  p50 {r['p50']:6.1f}  p95 {r['p95']:6.1f}  "
-                  f"p99 {r['p99']:6.1f} ms  errors {r['errors']}")
+                  f"p99 {r['p99']:6.1f} ms  errors {r['errors']}  alone: wall {r['wall_p50']:.1f} ms, "
+                  f"cpu {r['cpu_p50']:.1f} ms")
         after = wrk(hello.url, [("/", "")], duration, connections, threads)
         print(f"  bare Flask (after): {after['rps']:.0f} req/s, p95 {after['p95']:.1f} ms")
         server_errors = portal.errors()
@@ -201,18 +231,23 @@ def report(runs: dict[str, dict], duration: int, connections: int, workers: int)
              "session cookies of 100 signed-in patients (50 booked ones for booked/form, 50 not yet verified "
              "for verify). The database holds the slot-search world (108 000 slots, ~100 000 open, 10 locations, "
              "200 providers). The hello app is measured before and after the pages; the ratio is to their mean. "
+             "The last three columns are each page alone, before the load: 60 requests one at a time through the "
+             "Flask test client in the bench process (server time with no queueing, this process's CPU time — "
+             "PostgreSQL's share runs in its server — and the response size). "
              "Targets: ratio >= 0.30; p95 <= 50 ms at 50 concurrent users.", "",
              f"Last run: {stamp()} on {machine()}.", "", SHARED_NOTE, ""]
     for run in runs.values():
         lines += [f"**{run['version']}** — bare Flask {run['hello_before']['rps']:.0f} req/s before, "
                   f"{run['hello_after']['rps']:.0f} after (p95 {run['hello_before']['p95']:.1f} / "
                   f"{run['hello_after']['p95']:.1f} ms); load average (1 / 5 min) at the end: {run['load']}.", "",
-                  "| page | req/s | ratio to bare Flask | p50 | p95 | p99 | errors | ratio >= 0.30 | p95 <= 50 ms |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "| page | req/s | ratio to bare Flask | p50 | p95 | p99 | errors | ratio >= 0.30 | p95 <= 50 ms "
+                  "| alone: server wall p50 | alone: app CPU p50 | bytes |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for name, r in run["pages"].items():
             lines.append(f"| {name} | {r['rps']:.0f} | {r['ratio']:.2f} | {r['p50']:.1f} ms | {r['p95']:.1f} ms | "
                          f"{r['p99']:.1f} ms | {r['errors']} | {'met' if r['ratio'] >= RATIO_TARGET else '**missed**'} "
-                         f"| {'met' if r['p95'] <= P95_TARGET else '**missed**'} |")
+                         f"| {'met' if r['p95'] <= P95_TARGET else '**missed**'} | {r['wall_p50']:.1f} ms | "
+                         f"{r['cpu_p50']:.1f} ms | {r['bytes']} |")
         lines.append("")
     lines += ["Reproduce: `apt-get install -y wrk`, then `.venv/bin/python bench/pages.py --write-readme` "
               "(PostgreSQL on 127.0.0.1:5432, user postgres; the bench creates and drops the database "
