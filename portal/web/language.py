@@ -19,6 +19,8 @@ def safe_next(target: str | None) -> str:
     parts = urlsplit(target)
     if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//") or "\\" in target:
         return "/"
+    if any(ord(character) < 32 or ord(character) == 127 for character in target):
+        return "/"  # CR/LF would split the Location header; no real page address has control characters
     return target
 
 

@@ -6,6 +6,7 @@ import re
 from datetime import date
 
 from flask_babel import gettext, lazy_gettext as _l
+from flask import request
 from flask_wtf import FlaskForm
 from wtforms import IntegerField, RadioField, SelectField, SelectMultipleField, StringField, TextAreaField
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional, Regexp, ValidationError
@@ -42,6 +43,18 @@ def month_choices():
     return [("", _l("Month"))] + [(str(number), name) for number, name in enumerate(months, start=1)]
 
 
+class PlainForm(FlaskForm):
+    """Patient forms read the posted form fields only. Flask-WTF would also feed them
+    uploaded files and JSON bodies, which reach the validators as objects, not text
+    (a file in a text field was a 500)."""
+
+    class Meta(FlaskForm.Meta):
+        def wrap_formdata(self, form, formdata):
+            if formdata is None or hasattr(formdata, "getlist"):  # given explicitly by the caller
+                return super().wrap_formdata(form, formdata)
+            return request.form if request.method in {"POST", "PUT", "PATCH", "DELETE"} and request.form else None
+
+
 class BirthDateMixin:
     birth_month = SelectField(_l("Month"), choices=month_choices, validators=[required(_l("Choose the month."))])
     birth_day = IntegerField(_l("Day"), validators=[InputRequired(_l("Enter the day as a number.")),
@@ -58,22 +71,22 @@ class BirthDateMixin:
             raise ValidationError(_l("That date doesn't exist. Please check the day and month.")) from None
 
 
-class SendCodeForm(FlaskForm):
+class SendCodeForm(PlainForm):
     channel = RadioField(_l("Where should we send your code?"), choices=[],
                          validators=[InputRequired(_l("Choose where to send your code."))])
 
 
-class VerifyCodeForm(BirthDateMixin, FlaskForm):
+class VerifyCodeForm(BirthDateMixin, PlainForm):
     code = StringField(_l("6-digit code"), filters=[lambda v: re.sub(r"[\s-]", "", v) if isinstance(v, str) else v],
                        validators=[InputRequired(_l("Enter the 6-digit code from your message.")),
                                    Regexp(r"^\d{6}$", message=_l("The code is 6 numbers."))])
 
 
-class VerifyNameForm(BirthDateMixin, FlaskForm):
+class VerifyNameForm(BirthDateMixin, PlainForm):
     last_name = text(_l("Last name"), 100, required(_l("Enter your last name.")))
 
 
-class SlotChoiceForm(FlaskForm):
+class SlotChoiceForm(PlainForm):
     """Hold or book: which slot, for which appointment type."""
 
     slot = IntegerField(validators=[InputRequired(_l("Please choose a time.")),
@@ -82,14 +95,14 @@ class SlotChoiceForm(FlaskForm):
                                                 NumberRange(1, MAX_ID, _l("Please choose a kind of visit."))])
 
 
-class CancelForm(FlaskForm):
+class CancelForm(PlainForm):
     reason = SelectField(_l("Reason (optional)"), validators=[Optional()], choices=[
         ("", _l("I'd rather not say")), ("time", _l("The time no longer works")),
         ("transport", _l("I can't get there")), ("cost", _l("Worried about the cost")),
         ("feel_better", _l("I feel better")), ("other", _l("Another reason"))])
 
 
-class PrevisitForm(FlaskForm):
+class PrevisitForm(PlainForm):
     phone = text(_l("Phone number (if it changed)"), 30, Optional(),
                  Regexp(r"^\+?[0-9 ().-]{7,25}$", message=_l("Enter a phone number using numbers only, like 555 123 4567.")))
     # A plain shape check: wtforms' Email() needs the email_validator package (a 500 without it), and this
@@ -111,11 +124,11 @@ class PrevisitForm(FlaskForm):
     REQUIRED_TO_SUBMIT = ("reason",)
 
 
-class CostHelpForm(FlaskForm):
+class CostHelpForm(PlainForm):
     question = text(_l("What would you like help with?"), 500, required(), area=True)
 
 
-class RideHelpForm(FlaskForm):
+class RideHelpForm(PlainForm):
     pickup_address = text(_l("Pickup address"), 200, required(_l("Enter where we should pick you up.")))
     time_window = SelectField(_l("When can you be picked up?"), validators=[required(_l("Choose a time of day."))],
                               choices=[("", _l("Choose")), ("morning", _l("Morning")), ("afternoon", _l("Afternoon")),
@@ -126,14 +139,14 @@ class RideHelpForm(FlaskForm):
                                             ("companion", _l("Someone will come with me"))])
 
 
-class InterpreterHelpForm(FlaskForm):
+class InterpreterHelpForm(PlainForm):
     language = text(_l("Which language?"), 60, required(_l("Enter the language you need.")))
 
 
 HELP_FORMS = {HelpKind.COST: CostHelpForm, HelpKind.RIDE: RideHelpForm, HelpKind.INTERPRETER: InterpreterHelpForm}
 
 
-class DeclineForm(FlaskForm):
+class DeclineForm(PlainForm):
     choice = RadioField(_l("What would you like to do?"), validators=[InputRequired(_l("Choose one option."))], choices=[
         ("done_elsewhere", _l("I already had this done somewhere else")),
         ("moved", _l("I moved or changed doctors")),
@@ -144,7 +157,7 @@ class DeclineForm(FlaskForm):
     note = text(_l("Anything you'd like us to know (optional)"), 300, Optional(), area=True)
 
 
-class SurveyForm(FlaskForm):
+class SurveyForm(PlainForm):
     reason = RadioField(_l("What made it hard to come back?"), validators=[InputRequired(_l("Choose one answer."))],
                         choices=list(zip(SURVEY_REASONS, (
                             _l("Finding a time that works"), _l("Getting there"), _l("The cost"), _l("I forgot"),
