@@ -88,7 +88,8 @@ def build_audience(session: Session, campaign: Campaign, as_of: date | None = No
             query = query.limit(remaining)
         result = session.execute(insert(Enrolment).from_select(
             ["campaign_id", "patient_id", "care_gap_code", "status", "tier", "variant", "holdout", "next_step",
-             "next_step_at", "created_at", "dob_failures", "closed_reason"], query))
+             "next_step_at", "created_at", "dob_failures", "closed_reason"], query),
+            execution_options={"preserve_rowcount": True})  # INSERT ... SELECT: ask for the count explicitly
         added += result.rowcount
     return added
 
