@@ -16,7 +16,7 @@ from portal.models import AuditEntry, StaffUser, utcnow
 from portal.services.errors import AuditIsAppendOnly
 
 
-def audit(session: Session, staff: StaffUser, action: str, record_type: str, record_id: int,
+def audit(session: Session, staff: StaffUser, action: str, record_type: str, record_id: int, /,
           remote_addr: str = "", **detail) -> AuditEntry:
     """Write one audit row: who, what, which record, when (UTC), from where."""
     entry = AuditEntry(staff_id=staff.id, action=action, record_type=record_type, record_id=record_id,

@@ -73,6 +73,7 @@ class Server:
     stderr_path: Path
     demo: dict[str, Patient]
     spare: list[Patient] = field(default_factory=list)
+    staff: dict[str, dict] = field(default_factory=dict)  # role -> {email, password, totp_secret}
 
     def take_patient(self, language: str | None = None) -> Patient:
         """A patient no other test has touched (annual wellness, phone and email on file)."""
@@ -140,7 +141,7 @@ def server(tmp_path_factory) -> Server:
                                    env=env, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=stderr)
     try:
         _wait_until_answering(base_url, process, stderr_path)
-        yield Server(base_url, stderr_path, demo, list(spare))  # tests take from the copy; all are checked below
+        yield Server(base_url, stderr_path, demo, list(spare), {s["role"]: s for s in seeded["staff"]})  # tests take from the copy; all are checked below
     finally:
         process.terminate()
         try:

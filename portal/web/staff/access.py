@@ -92,6 +92,6 @@ def can(*roles: Role) -> bool:
     return current_user.is_authenticated and (current_user.role == Role.ADMIN or current_user.role in roles)
 
 
-def record_access(action: str, record_type: str, record_id: int, **detail) -> None:
+def record_access(action: str, record_type: str, record_id: int, /, **detail) -> None:
     """Audit a staff read or change of patient data (who, what, which, when, from where)."""
     audit(db.session, g.staff, action, record_type, record_id, remote_addr=request.remote_addr or "", **detail)

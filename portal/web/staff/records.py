@@ -101,7 +101,8 @@ def appointment_status(appointment_id: int):
         return redirect(url_for("staff.schedule"), code=303)
     except InvalidInput:
         abort(400)
-    record_access("update", "appointment", appointment.id, action=outcome)
+    record_access("update", "appointment", appointment.id, change=outcome)
     commit()
     flash(_("Saved."))
-    return redirect(url_for("staff.schedule", day=request.form.get("day", "")), code=303)
+    return redirect(url_for("staff.schedule", day=request.form.get("day", "")[:10],
+                            location=request.form.get("location", "")[:12]), code=303)
