@@ -165,14 +165,18 @@ class SurveyForm(PlainForm):
 
 
 
-class RefillForm(FlaskForm):
+class RefillForm(PlainForm):
     pharmacy = text(_l("Pharmacy (name and street)"), 200, Optional())
 
 
-class PairForm(FlaskForm):
+class PairForm(PlainForm):
     """A lab visit and the follow-up visit after it, booked together."""
 
-    first = IntegerField(validators=[InputRequired(_l("Please choose a time."))])
-    first_type = IntegerField(validators=[InputRequired(_l("Please choose a kind of visit."))])
-    second = IntegerField(validators=[InputRequired(_l("Please choose a time."))])
-    second_type = IntegerField(validators=[InputRequired(_l("Please choose a kind of visit."))])
+    first = IntegerField(validators=[InputRequired(_l("Please choose a time.")),
+                                     NumberRange(1, MAX_ID, _l("Please choose a time."))])
+    first_type = IntegerField(validators=[InputRequired(_l("Please choose a kind of visit.")),
+                                          NumberRange(1, MAX_ID, _l("Please choose a kind of visit."))])
+    second = IntegerField(validators=[InputRequired(_l("Please choose a time.")),
+                                      NumberRange(1, MAX_ID, _l("Please choose a time."))])
+    second_type = IntegerField(validators=[InputRequired(_l("Please choose a kind of visit.")),
+                                           NumberRange(1, MAX_ID, _l("Please choose a kind of visit."))])
