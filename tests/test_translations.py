@@ -159,11 +159,6 @@ def test_committed_pot_is_not_stale(tmp_path):
         + "".join(f"  no longer in the code: {text}\n" for text in gone))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "pybabel's default directory filter skips every folder whose name starts with '_' or '.', so "
-    "portal/templates/_macros/ is never extracted and its strings stay English on Spanish pages. "
-    "Fix: add --ignore-dirs '.* __pycache__' to the Makefile's `pybabel extract`, run `make catalogs`, "
-    "translate, then remove this marker."))
 def test_no_source_folder_is_skipped_by_extraction():
     """Walk every folder (even `_macros`), extract with babel.cfg and the Makefile's keywords,
     and find strings the committed .pot does not have."""
