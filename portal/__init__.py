@@ -16,6 +16,7 @@ def create_app(overrides: dict | None = None) -> Flask:
     app.config.update(load_config(app.instance_path, overrides))
 
     from portal.web import common, language
+    from portal.web.hooks import bp as hooks_bp
     from portal.web.patient import bp as patient_bp
     from portal.web.staff import bp as staff_bp
 
@@ -28,6 +29,7 @@ def create_app(overrides: dict | None = None) -> Flask:
     app.register_blueprint(language.bp)
     app.register_blueprint(patient_bp)
     app.register_blueprint(staff_bp)
+    app.register_blueprint(hooks_bp)
     if app.config["PORTAL_ENV"] == "development":
         from portal.web.dev import bp as dev_bp
 

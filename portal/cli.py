@@ -10,6 +10,7 @@ from flask import Flask, current_app
 from flask.cli import FlaskGroup
 from werkzeug.serving import run_simple
 
+from portal.cli_dispatch import dispatch_command
 from portal.cli_import import register_import_cli
 from portal.cli_report import report_command
 from portal.extensions import db
@@ -25,6 +26,7 @@ def register_cli(app: Flask) -> None:
     app.cli.add_command(create_staff)
     register_import_cli(app)
     app.cli.add_command(report_command)
+    app.cli.add_command(dispatch_command)
 
 
 @click.command("create-staff")

@@ -64,6 +64,31 @@ def load_config(instance_path: str, overrides: dict | None = None) -> dict:
         "WTF_CSRF_TIME_LIMIT": None,  # the CSRF token lives as long as the server-side session
         "MAX_CONTENT_LENGTH": 64 * 1024,  # no patient form needs more; bigger bodies get a 413
         "TESTING": env == "testing",
+        # Messaging (docs/messaging.md). Unset providers fall back to the development outbox.
+        "DEFAULT_TIME_ZONE": _env("DEFAULT_TIME_ZONE", "America/Chicago"),  # when patient and clinic have none
+        "SEND_WINDOW_START_HOUR": int(_env("SEND_WINDOW_START_HOUR", "8")),  # quiet hours end, patient-local
+        "SEND_WINDOW_END_HOUR": int(_env("SEND_WINDOW_END_HOUR", "21")),  # quiet hours start, patient-local
+        "FREQUENCY_CAP_DAY": int(_env("FREQUENCY_CAP_DAY", "1")),  # campaign messages per patient per 24 h
+        "FREQUENCY_CAP_WEEK": int(_env("FREQUENCY_CAP_WEEK", "3")),  # ... and per 7 days
+        "DISPATCH_BATCH": int(_env("DISPATCH_BATCH", "100")),
+        "DISPATCH_INTERVAL_SECONDS": float(_env("DISPATCH_INTERVAL_SECONDS", "5")),
+        "DISPATCH_LEASE_SECONDS": int(_env("DISPATCH_LEASE_SECONDS", "300")),
+        "DISPATCH_MAX_ATTEMPTS": int(_env("DISPATCH_MAX_ATTEMPTS", "6")),
+        "DISPATCH_RETRY_BASE_SECONDS": int(_env("DISPATCH_RETRY_BASE_SECONDS", "60")),
+        "DISPATCH_FAULT_HOOK": None,  # tests only: callable(point, message) run between claim and marking sent
+        "SMTP_HOST": _env("SMTP_HOST", ""),
+        "SMTP_PORT": int(_env("SMTP_PORT", "587")),
+        "SMTP_USERNAME": _env("SMTP_USERNAME", ""),
+        "SMTP_PASSWORD": _env("SMTP_PASSWORD", ""),
+        "SMTP_SECURITY": _env("SMTP_SECURITY", "starttls"),  # starttls, ssl, or none (local relay only)
+        "SMTP_FROM": _env("SMTP_FROM", ""),  # e.g. "Riverside Clinic <care@clinic.example>"
+        "SMTP_TIMEOUT_SECONDS": float(_env("SMTP_TIMEOUT_SECONDS", "20")),
+        "SMS_BASE_URL": (_env("SMS_BASE_URL") or "https://api.twilio.com").rstrip("/"),
+        "SMS_ACCOUNT_SID": _env("SMS_ACCOUNT_SID", ""),
+        "SMS_AUTH_TOKEN": _env("SMS_AUTH_TOKEN", ""),  # also verifies the provider's webhook signatures
+        "SMS_FROM": _env("SMS_FROM", ""),  # E.164 sender number
+        "SMS_MESSAGING_SERVICE_SID": _env("SMS_MESSAGING_SERVICE_SID", ""),  # instead of SMS_FROM
+        "SMS_TIMEOUT_SECONDS": float(_env("SMS_TIMEOUT_SECONDS", "15")),
     }
     config.update(overrides)
     if not config["SECRET_KEY"] or (config["SECRET_KEY"] == DEVELOPMENT_SECRET and config["PORTAL_ENV"] == "production"):
