@@ -141,8 +141,7 @@ def measure(backend: str, patients: int, patch: bool) -> dict | None:
         session.commit()
         elapsed, cpu = time.perf_counter() - started, time.process_time() - started_cpu
         rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        # counted, not taken from build_audience's return: on PostgreSQL (psycopg 3, SQLAlchemy 2.1) the
-        # INSERT ... SELECT reports rowcount -1, so the function returns -1 per care gap there
+        # counted, not taken from build_audience's return value (which relies on the driver's rowcount)
         from sqlalchemy import func, select
         from portal.models import Enrolment
 
@@ -171,19 +170,20 @@ def report(runs: dict[str, dict]) -> list[str]:
              "before → after | target (wall) | load avg |", "|---|---|---|---|---|---|---|---|---|"]
     for backend, run in runs.items():
         target = TARGETS[backend]
-        lines.append(f"| {run['version']}{' (holdout overflow fix patched in, see below)' if run['patched'] else ''} | {run['sizes']['patient']:,} / {run['sizes']['clinical_fact']:,} | "
+        lines.append(f"| {run['version']}{' (holdout overflow fix patched in: see below)' if run['patched'] else ''} | {run['sizes']['patient']:,} / {run['sizes']['clinical_fact']:,} | "
                      f"{run['generated']:.0f} s | {run['elapsed']:.1f} s | {run['cpu']:.1f} s | {run['enrolled']:,} | "
                      f"{run['rss_before_mb']:.0f} → {run['rss_after_mb']:.0f} MB | <= {target:.0f} s: "
                      f"{'met' if run['elapsed'] <= target else '**missed**'} | {run['load']} |".replace(",", " "))
     lines += ["", f"**Bug found**: on PostgreSQL, build_audience fails with `integer out of range` as soon as patient "
-              f"ids pass {OVERFLOW_AT:,}: `campaigns._holdout` multiplies `patient.id * 7919` in 32-bit integer "
+              f"ids pass {OVERFLOW_AT:,}".replace(",", " ") + f": `campaigns._holdout` multiplies `patient.id * 7919` in 32-bit integer "
               "arithmetic. The PostgreSQL figure is measured with the overflow-safe expression "
               "`((patient.id % 100) * 7919 + (campaign.id * 104729) % 100) % 100` patched in by the bench "
-              "(`--no-patch` to see the failure); same holdout group for every patient.".replace(",", " "),
-              "", "`enrolled` is counted in the table afterwards. build_audience's own return value: "
+              "(`--no-patch` to see the failure); same holdout group for every patient.",
+              "", "`enrolled` is counted in the table afterwards; build_audience's own return value: "
               + ", ".join(f"{run['version']}: {run['returned']}" for run in runs.values())
-              + " (on PostgreSQL the INSERT ... SELECT reports rowcount -1, so it returns -1 per care gap and the "
-              "max_invites cap cannot work there).", "", "The exclusions for patients already booked and already enrolled are part of the same SELECT "
+              + (" (they differ: the INSERT ... SELECT rowcount is not reported on that database)."
+                 if any(run["returned"] != run["enrolled"] for run in runs.values()) else " (the same)."),
+              "", "The exclusions for patients already booked and already enrolled are part of the same SELECT "
               "(NOT EXISTS over appointments and enrolments) but those tables are empty here.", "",
               "Reproduce: `.venv/bin/python bench/audience.py --write-readme` (PostgreSQL on 127.0.0.1:5432, user "
               "postgres; the bench creates and drops the database `bench_audience`).", ""]
