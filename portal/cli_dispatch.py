@@ -21,6 +21,7 @@ from flask.cli import with_appcontext
 from portal.channels import build_channels, channels_on_dev_outbox
 from portal.extensions import db
 from portal.services.dispatch import DispatchPolicy, DispatchReport, dispatch_batch, FaultHook
+from portal.services.sequence import run_due_steps
 
 log = logging.getLogger(__name__)
 FAULT_ENV = "PORTAL_DISPATCH_FAULT"  # tests only, e.g. "sent:2": die hard at the 2nd message sent
@@ -59,7 +60,9 @@ def run_dispatcher(session, channels, policy: DispatchPolicy, *, stop: threading
     total = DispatchReport()
     while not stop.is_set():
         try:
-            report = dispatch_batch(session, channels, now=now, limit=batch, policy=policy)
+            advanced = run_due_steps(session, now)  # the campaign sequence queues what is due ...
+            session.commit()
+            report = dispatch_batch(session, channels, now=now, limit=batch, policy=policy)  # ... and it goes out
         except DBAPIError:
             # A database blip (restart, failover) must not end a long-running
             # dispatcher; leases make a half-done batch safe to pick up again.
@@ -70,7 +73,7 @@ def run_dispatcher(session, channels, policy: DispatchPolicy, *, stop: threading
             stop.wait(interval)
             continue
         total.add(report)
-        if once and report.handled == 0:
+        if once and report.handled == 0 and not advanced:
             break
         if report.handled == 0:
             stop.wait(interval)

@@ -152,3 +152,59 @@ def test_a_new_referral_in_an_import_enrols_the_patient(db, in_app, sample):
     after = db.scalars(select(Enrolment).where(Enrolment.campaign_id == campaign.id)).all()
     assert len(after) == before + 1
     assert any(e.patient_id == patient.id and e.care_gap_code == "referral_open" and e.next_step_at for e in after)
+
+
+def test_portal_dispatch_once_runs_the_sequence_over_a_fake_clock(app, db, in_app, sample):
+    """Launch over the sample; `portal dispatch --once --now ...` sends day 0, then day 7,
+    14 and 30 to non-responders only; a patient who books in between gets nothing more."""
+    from portal.models import AppointmentType, AppointmentTypeGap, Location, Modality, Provider
+    from portal.services.availability import add_slots_for_day
+    from portal.services.booking import book_slot
+
+    clinic, _patients = sample
+    campaign = new_campaign(db, clinic, holdout_percent=0)
+    campaign.care_gap_codes = ["annual_wellness"]
+    launched = NOW.replace(hour=15)  # 9:00 in Chicago: inside every patient's sending hours
+    campaigns.launch(db, campaign, now=launched)
+    db.commit()
+    runner = app.test_cli_runner()
+
+    def dispatch(day: int) -> None:
+        when = (launched + timedelta(days=day)).isoformat()
+        result = runner.invoke(args=["dispatch", "--once", "--now", when])
+        assert result.exit_code == 0, result.output
+
+    def steps_sent() -> dict[int, set[int]]:
+        db.expire_all()
+        sent: dict[int, set[int]] = {}
+        for patient_id, step in db.execute(select(OutboxMessage.patient_id, OutboxMessage.step).where(
+                OutboxMessage.campaign_id == campaign.id, OutboxMessage.status == "sent")):
+            sent.setdefault(step, set()).add(patient_id)
+        return sent
+
+    dispatch(0)
+    audience = set(db.scalars(select(Enrolment.patient_id).where(Enrolment.campaign_id == campaign.id)))
+    assert steps_sent() == {0: audience}
+
+    booker_enrolment = db.scalar(select(Enrolment).where(Enrolment.campaign_id == campaign.id).limit(1))
+    location = Location(clinic_id=clinic.id, name="Main", address="1 St", time_zone="America/Chicago",
+                        transit_notes={}, parking_notes={})
+    provider = Provider(clinic_id=clinic.id, display_name="Dr. A")
+    kind = AppointmentType(clinic_id=clinic.id, code="annual-cli", name={"en": "Annual"}, what_to_bring={},
+                           preparation={}, modality=Modality.IN_PERSON, duration_minutes=30,
+                           gaps=[AppointmentTypeGap(care_gap_code="annual_wellness")])
+    db.add_all([location, provider, kind])
+    db.flush()
+    slot = add_slots_for_day(db, location=location, provider_id=provider.id, modality=Modality.IN_PERSON,
+                             day=(datetime.now(timezone.utc) + timedelta(days=5)).date(),
+                             start=datetime.min.time().replace(hour=9), end=datetime.min.time().replace(hour=10),
+                             minutes=30)[0]
+    with in_app():
+        book_slot(db, booker_enrolment, kind, slot.id)
+    db.commit()
+
+    for day in (7, 14, 30):
+        dispatch(day)
+    sent = steps_sent()
+    responders = {booker_enrolment.patient_id}
+    assert sent[1] == sent[2] == sent[3] == audience - responders
