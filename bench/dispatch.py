@@ -163,7 +163,7 @@ def measure(messages: int, batch: int, dispatchers: int) -> dict | None:
 
 def report(run: dict, batch: int) -> list[str]:
     lines = ["What it measures: `bench/dispatch.py` (PostgreSQL only: SQLite runs one dispatcher) enrols "
-             f"{run['messages']:,} patients whose day-0 step is due, then times `sequence.run_due_steps` (render in "
+             f"{run['messages']:,}".replace(",", " ") + " patients whose day-0 step is due, then times `sequence.run_due_steps` (render in "
              "the patient's language + sign a fresh link + write the outbox row, batches of 500) and "
              f"`dispatch.dispatch_batch` (batches of {batch}: claim with SKIP LOCKED, commit, hand to a fake channel, "
              "mark sent) with 1 and with 4 dispatcher processes until nothing is due. Each dispatcher's elapsed time "

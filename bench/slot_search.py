@@ -137,6 +137,10 @@ def measure(backend: str, repeat: int, keep: bool, before_after: bool = True) ->
     return run
 
 
+def spaced(number: int) -> str:
+    return f"{number:,}".replace(",", " ")
+
+
 def report(runs: dict[str, dict], repeat: int) -> list[str]:
     lines = ["What it measures: `bench/slot_search.py` builds 200 providers at 10 locations (5 US time zones) with "
              "six 30-minute slots a day each for 90 days (108 000 slots, ~7% already booked: ~100 000 open), "
@@ -146,8 +150,8 @@ def report(runs: dict[str, dict], repeat: int) -> list[str]:
              "", f"Last run: {stamp()} on {machine()}.", "", SHARED_NOTE, "",
              "The GET rows also give this process's CPU time per request (p50): the app's own work, which moves "
              "less with the machine's load than wall time (PostgreSQL's share runs in its server).", "",
-             *[f"- {run['version']}: {run['slots']:,} slots, {run['open']:,} open; load average (1 / 5 min) at the "
-               f"end: {run['load']}.".replace(",", " ") for run in runs.values()], "",
+             *[f"- {run['version']}: {spaced(run['slots'])} slots, {spaced(run['open'])} open; load average "
+               f"(1 / 5 min) at the end: {run['load']}." for run in runs.values()], "",
              "| database | what | p50 | p95 | p99 | CPU p50 | p95 <= 25 ms |", "|---|---|---|---|---|---|---|"]
     for run in runs.values():
         for r in run["results"]:
