@@ -228,3 +228,48 @@ def test_one_patient_submitting_twice_at_once_books_once(clinic_with_patients):
     [(_enrolment, status)] = appointments_on(app, contested)
     assert status == AppointmentStatus.BOOKED
     assert slot_state(app, contested) == (1, None, 1)
+
+
+def test_a_staff_booking_and_a_patient_booking_race_for_one_time(clinic_with_patients):
+    """A coordinator books a time for one patient on the phone while another patient taps it."""
+    from portal.models import Enrolment, Patient
+    from tests.staff_helpers import make_staff, sign_in
+
+    app, clinic, browsers, contested = clinic_with_patients
+
+    @contextmanager
+    def in_app():
+        with app.test_request_context():
+            yield
+
+    with fresh_session(app) as session:
+        account = make_staff(session, in_app, "coordinator")
+        caller = session.scalar(select(Enrolment.id).join(Patient).where(Patient.given_name == "Patient19"))
+    staff = sign_in(app.test_client(), account)
+    staff.get(f"/staff/enrolments/{caller}")
+    patient = browsers[0]
+
+    barrier = threading.Barrier(2)
+    results: dict[str, object] = {}
+
+    def post(name: str, browser: PatientBrowser, path: str) -> None:
+        form = {"csrf_token": CSRF.search(browser.page).group(1), "slot": contested,
+                "appointment_type": clinic.type_id}
+        barrier.wait()
+        try:
+            results[name] = browser.client.post(path, data=form)
+        except BaseException as error:  # noqa: BLE001 - reported below
+            results[name] = error
+
+    threads = [threading.Thread(target=post, args=("patient", patient, "/visit/book")),
+               threading.Thread(target=post, args=("staff", staff, f"/staff/enrolments/{caller}/book"))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert not [r for r in results.values() if isinstance(r, BaseException)], results
+    assert all(r.status_code in (303, 409) for r in results.values()), {k: r.status_code for k, r in results.items()}
+    [(_enrolment, status)] = appointments_on(app, contested)  # exactly one booking
+    assert status == AppointmentStatus.BOOKED
+    assert slot_state(app, contested)[0] == 1
