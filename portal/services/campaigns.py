@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-from sqlalchemy import and_, case, exists, func, insert, literal, not_, select, update
+from sqlalchemy import BigInteger, and_, case, cast, exists, func, insert, literal, not_, select, update
 from sqlalchemy.orm import Session
 
 from portal.models import (Appointment, AppointmentStatus, Campaign, CampaignVariant, ChannelConsent, ClinicalFact,
@@ -43,15 +43,16 @@ def _eligible(campaign: Campaign, gap_code: str, as_of: date, now: datetime, ses
 
 def _holdout(campaign: Campaign):
     """Stable per patient: the same patient is always in (or out of) this campaign's
-    control group. 7919 is prime to 100, so consecutive ids spread evenly."""
-    return (Patient.id * 7919 + campaign.id * 104729) % 100 < campaign.holdout_percent
+    control group. 7919 is prime to 100, so consecutive ids spread evenly; 64-bit
+    arithmetic, because PostgreSQL's 32-bit integer overflows past 271 181 patients."""
+    return (cast(Patient.id, BigInteger) * 7919 + campaign.id * 104729) % 100 < campaign.holdout_percent
 
 
 def _variant(campaign: Campaign, variants: list[CampaignVariant]):
     if not variants:
         return literal("A")
     total = sum(max(v.weight, 1) for v in variants)
-    bucket = (Patient.id * 31 + campaign.id * 17) % total
+    bucket = (cast(Patient.id, BigInteger) * 31 + campaign.id * 17) % total  # 64-bit: no overflow past 69M ids
     whens, upper = [], 0
     for variant in variants[:-1]:
         upper += max(variant.weight, 1)

@@ -18,6 +18,7 @@ from portal.services.keyed_hash import keyed_hash
 
 PATIENT = "patient"
 TOUCH_EVERY = timedelta(seconds=30)  # don't write last_seen on every request
+TOUCHED = "session_touched"  # set in Session.info when last_seen moved, so the caller commits it
 
 
 def _new_key() -> str:
@@ -55,6 +56,7 @@ def load_patient_session(session: Session, key: str | None, idle: timedelta, abs
         raise SessionEnded()
     if now - row.last_seen_at > TOUCH_EVERY:
         row.last_seen_at = now
+        session.info[TOUCHED] = True
     return row
 
 

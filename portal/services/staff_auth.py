@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from portal.models import Role, StaffUser, WebSession, utcnow
 from portal.services.errors import AccountLocked, InvalidInput, SessionEnded, SignInFailed
 from portal.services.keyed_hash import keyed_hash
-from portal.services.patient_sessions import session_key_hash
+from portal.services.patient_sessions import TOUCH_EVERY, TOUCHED, session_key_hash
 
 PASSWORD_HASHER = PasswordHasher()
 _DUMMY_HASH = PASSWORD_HASHER.hash("timing-equaliser")
@@ -149,8 +149,9 @@ def load_staff_session(session: Session, key: str | None, kind: str, idle: timed
         session.delete(row)
         session.flush()
         raise SessionEnded()
-    if now - row.last_seen_at > timedelta(seconds=30):
+    if now - row.last_seen_at > TOUCH_EVERY:
         row.last_seen_at = now
+        session.info[TOUCHED] = True
     return StaffSession(row, user)
 
 

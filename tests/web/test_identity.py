@@ -297,3 +297,19 @@ def test_patient_session_ends_after_15_idle_or_60_minutes(app, db, invited, idle
         db.expire_all()
         assert db.scalar(select(func.count()).select_from(WebSession)
                          .where(WebSession.enrolment_id == invited.enrolment.id)) == 0
+
+
+def test_reading_pages_keeps_the_session_alive(app, db, invited):
+    """Only reading (GET) for 10 minutes still counts as activity: the idle clock restarts."""
+    browser = browser_for(app)
+    browser.get(invited.path)
+    browser.post("/welcome/code", {"channel": "sms"})
+    answer(browser, BIRTH, latest_code(db, invited.patient))
+    ten_minutes_ago = utcnow() - timedelta(minutes=10)
+    db.execute(update(WebSession).where(WebSession.enrolment_id == invited.enrolment.id)
+               .values(last_seen_at=ten_minutes_ago))
+    db.commit()
+    assert browser.client.get("/visit").status_code == 200
+    db.expire_all()
+    seen = db.scalar(select(WebSession.last_seen_at).where(WebSession.enrolment_id == invited.enrolment.id))
+    assert seen > ten_minutes_ago + timedelta(minutes=9)

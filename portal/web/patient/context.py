@@ -13,7 +13,7 @@ from portal.models import Enrolment, Link, Modality, WebSession, localized
 from portal.services.calendar import join_link
 from portal.services.errors import LinkExpired, LinkRevoked, SessionEnded
 from portal.services.links import check_link_live
-from portal.services.patient_sessions import load_patient_session, session_key_hash
+from portal.services.patient_sessions import TOUCHED, load_patient_session, session_key_hash
 
 COOKIE_KEY = "psid"
 
@@ -33,6 +33,8 @@ def current_patient_session() -> WebSession | None:
             session.pop(COOKIE_KEY, None)
             db.session.commit()  # the expired row was deleted
         else:
+            if db.session.info.pop(TOUCHED, False):
+                db.session.commit()  # keep the idle-clock touch even on pages that change nothing else
             g.patient_session = row
             g.enrolment = db.session.get(Enrolment, row.enrolment_id)
             g.patient_language = g.enrolment.patient.preferred_language

@@ -15,6 +15,7 @@ from portal.extensions import db, login_manager
 from portal.models import Role, StaffUser
 from portal.services.audit import audit
 from portal.services.errors import SessionEnded
+from portal.services.patient_sessions import TOUCHED
 from portal.services.staff_auth import STAFF, end_staff_session, load_staff_session, start_staff_session
 
 # What each role may open. Admin may open everything.
@@ -51,6 +52,8 @@ def _load(key: str) -> ConsoleUser | None:
     except SessionEnded:
         db.session.commit()
         return None
+    if db.session.info.pop(TOUCHED, False):
+        db.session.commit()  # keep the idle-clock touch even on pages that change nothing else
     return ConsoleUser(staff_session.user, key)
 
 
