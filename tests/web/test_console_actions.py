@@ -80,3 +80,23 @@ def test_a_coordinator_unlocks_a_locked_link(db, client, in_app):
     db.expire_all()
     assert invited.enrolment.locked_at is None and invited.enrolment.dob_failures == 0
     assert client.application.test_client().get(invited.path).status_code == 303  # the link works again
+
+
+def test_a_coordinator_sees_a_dead_letter_and_sends_it_again(db, client, in_app):
+    from datetime import datetime, timezone
+
+    from portal.models import OutboxMessage
+
+    now = datetime.now(timezone.utc)
+    message = OutboxMessage(dedupe_key="dead-1", channel="sms", template="invite", locale="en",
+                            recipient="+13125550000", body_text="x", status="dead", attempts=6,
+                            last_error="21211 invalid number", next_attempt_at=now, created_at=now)
+    db.add(message)
+    db.commit()
+    browser = sign_in(client, make_staff(db, in_app, "coordinator"))
+    browser.get("/staff/dead-letters")
+    assert "21211 invalid number" in browser.page
+    browser.post(f"/staff/dead-letters/{message.id}", {})
+    assert "Nothing here" in browser.page
+    db.expire_all()
+    assert message.status in ("pending", "sent") and message.last_error == ""  # tests dispatch at once

@@ -30,6 +30,8 @@ EXPECTED = {
     "staff.log_call": QUEUE,
     "staff.unlock": QUEUE,
     "staff.update_refill": QUEUE,
+    "staff.dead_letter_list": QUEUE,
+    "staff.requeue": QUEUE,
     "staff.campaign_list": CAMPAIGNS,
     "staff.new_campaign": CAMPAIGNS,
     "staff.campaign": CAMPAIGNS,

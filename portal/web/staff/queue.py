@@ -7,7 +7,7 @@ from sqlalchemy import select
 
 from portal.extensions import db
 from portal.models import Enrolment, HelpNote, HelpRequest, RefillRequest
-from portal.services import refills, work_queue
+from portal.services import dispatch, refills, work_queue
 from portal.services.errors import InvalidInput
 from portal.web.common import commit
 from portal.web.staff import bp
@@ -108,3 +108,20 @@ def update_refill(refill_id: int):
     commit()
     flash(_("Saved."))
     return redirect(url_for("staff.queue", kind="refill"), code=303)
+
+
+@bp.get("/dead-letters")
+@roles_required(*QUEUE)
+def dead_letter_list():
+    """Messages the dispatcher gave up on, so someone can fix the address and try again."""
+    return render_template("staff/dead_letters.html", messages=dispatch.dead_letters(db.session))
+
+
+@bp.post("/dead-letters/<int:message_id>")
+@roles_required(*QUEUE)
+def requeue(message_id: int):
+    if not dispatch.requeue_dead_letter(db.session, message_id):
+        abort(404)
+    commit()
+    flash(_("The message will be sent again."))
+    return redirect(url_for("staff.dead_letter_list"), code=303)
