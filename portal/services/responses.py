@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from datetime import date, datetime, time, timedelta, timezone
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from portal.models import Channel, ChannelConsent, Enrolment, EnrolmentStatus, OutboxMessage, OutboxStatus, utcnow
+from portal.models import (Channel, ChannelConsent, Enrolment, EnrolmentStatus, FormResponse, OutboxMessage,
+                           OutboxStatus, utcnow)
 from portal.services.booking import cancel_appointment, live_appointment
 from portal.services.events import record_event
 from portal.services.links import revoke_links
@@ -22,7 +23,9 @@ def close_enrolment(session: Session, enrolment: Enrolment, reason: str, note: s
                     now: datetime | None = None) -> None:
     """Close the enrolment for a reason that ends outreach ("done_elsewhere", "moved").
 
-    A live booking is cancelled with the same reason. Records `declined`.
+    A live booking is cancelled with the same reason. Records `declined`; the
+    patient's note (free text, so never in the event log) is kept for the care team
+    with the enrolment's other answers.
     """
     now = now or utcnow()
     if live_appointment(session, enrolment) is not None:
@@ -30,6 +33,14 @@ def close_enrolment(session: Session, enrolment: Enrolment, reason: str, note: s
     enrolment.status = EnrolmentStatus.CLOSED
     enrolment.closed_reason = reason
     stop_sequence(session, enrolment, reason)
+    if note:
+        form_code = f"note_{reason}"[:32]
+        kept = session.scalar(select(FormResponse).where(FormResponse.enrolment_id == enrolment.id,
+                                                         FormResponse.form_code == form_code))
+        if kept is None:
+            kept = FormResponse(enrolment_id=enrolment.id, form_code=form_code, answers={})
+            session.add(kept)
+        kept.answers, kept.completed_at, kept.updated_at = {"reason": reason, "note": note}, now, now
     record_event(session, enrolment, "declined", reason=reason, has_note=bool(note))
 
 

@@ -100,3 +100,36 @@ def test_a_coordinator_sees_a_dead_letter_and_sends_it_again(db, client, in_app)
     assert "Nothing here" in browser.page
     db.expire_all()
     assert message.status in ("pending", "sent") and message.last_error == ""  # tests dispatch at once
+
+
+def test_a_patients_note_with_done_elsewhere_reaches_the_care_team(db, client, in_app):
+    from tests.factories import latest_code
+    from tests.helpers import PatientBrowser
+
+    setup = make_clinic(db)
+    invited = invite_patient(db, in_app, setup)
+    patient = PatientBrowser(client)
+    patient.verify(db, invited, latest_code)
+    patient.get("/visit/other")
+    patient.post("/visit/other", {"choice": "done_elsewhere", "note": "Had it at County Hospital in May"})
+    staff = sign_in(client.application.test_client(), make_staff(db, in_app, "coordinator"))
+    staff.get(f"/staff/enrolments/{invited.enrolment.id}")
+    assert "Had it at County Hospital in May" in staff.page
+    assert not any("County" in str(e.detail) for e in db.scalars(select(Event)))  # free text stays out of events
+
+
+def test_sending_the_same_answer_twice_keeps_one_note(db, client, in_app):
+    from portal.models import FormResponse
+    from tests.factories import latest_code
+    from tests.helpers import PatientBrowser
+
+    setup = make_clinic(db)
+    invited = invite_patient(db, in_app, setup)
+    patient = PatientBrowser(client)
+    patient.verify(db, invited, latest_code)
+    for note in ("First note", "Second note"):
+        patient.get("/visit/other")
+        patient.post("/visit/other", {"choice": "moved", "note": note})
+        assert patient.status == 200
+    notes = db.scalars(select(FormResponse.answers).where(FormResponse.enrolment_id == invited.enrolment.id)).all()
+    assert notes == [{"reason": "moved", "note": "Second note"}]
