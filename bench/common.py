@@ -427,6 +427,8 @@ class Gunicorn:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
+        if self.log.exists() and "Traceback" not in self.log.read_text():
+            self.log.unlink()  # keep the log only when it has something to show
 
     def errors(self) -> str:
         """Tracebacks gunicorn logged (a 500 leaves one)."""
