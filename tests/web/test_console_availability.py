@@ -13,23 +13,8 @@ from portal.models import (Appointment, AppointmentStatus, AuditEntry, Availabil
                            Slot)
 from portal.services import clinic_setup
 from portal.services.booking import book_slot
-from tests.factories import add_slots, future_day, invite_patient, latest_code, make_clinic
+from tests.factories import add_slots, future_day, invite_patient, latest_code
 from tests.helpers import PatientBrowser
-from tests.staff_helpers import make_staff, sign_in
-
-
-@pytest.fixture()
-def clinic(db):
-    setup = make_clinic(db)
-    db.commit()
-    return setup
-
-
-@pytest.fixture()
-def scheduler(db, client, in_app, clinic):
-    browser = sign_in(client, make_staff(db, in_app, "scheduler"))
-    assert "Hello" in browser.page
-    return browser
 
 
 def template_form(setup, **changes) -> dict:

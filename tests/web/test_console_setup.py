@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 
 from portal.models import (Appointment, AppointmentStatus, AppointmentType, AuditEntry, Location, Provider, Slot)
 from portal.services.booking import book_slot
-from tests.factories import add_slots, future_day, invite_patient, latest_code, make_clinic
+from tests.factories import add_slots, future_day, invite_patient, latest_code
 from tests.helpers import PatientBrowser
 from tests.staff_helpers import make_staff, sign_in
 
@@ -22,20 +22,6 @@ TYPE = {"code": "diabetes-check", "name_en": "Diabetes check-up", "name_es": "Co
         "form_code": "previsit", "buffer_before_minutes": "5", "buffer_after_minutes": "10",
         "min_notice_hours": "24", "max_days_ahead": "60", "what_to_bring_en": "Your glucose meter",
         "what_to_bring_es": "Su glucómetro"}
-
-
-@pytest.fixture()
-def clinic(db):
-    setup = make_clinic(db)
-    db.commit()
-    return setup
-
-
-@pytest.fixture()
-def scheduler(db, client, in_app, clinic):
-    browser = sign_in(client, make_staff(db, in_app, "scheduler"))
-    assert "Hello" in browser.page
-    return browser
 
 
 def count(db, model) -> int:
