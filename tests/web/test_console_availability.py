@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 from datetime import time, timedelta
 
-import pytest
 from sqlalchemy import func, select
 
 from portal.models import (Appointment, AppointmentStatus, AuditEntry, AvailabilityBlock, AvailabilityTemplate,
