@@ -4,6 +4,7 @@ from portal.models.campaign import Campaign, Enrolment, EnrolmentStatus, Event, 
 from portal.models.clinic import AppointmentType, AppointmentTypeGap, Clinic, Location, Modality, Provider, Slot, localized
 from portal.models.history import ClinicalFact, FactKind
 from portal.models.messaging import OutboxMessage, OutboxStatus
+from portal.models.outcomes import EnrolmentFact, EnrolmentFactChange, EnrolmentFactRefresh
 from portal.models.outreach import CampaignVariant, ConsentChange, DeliveryReceipt, InboundMessage
 from portal.models.patient import Channel, ChannelConsent, Patient
 from portal.models.security import OneTimeCode, WebSession
@@ -16,7 +17,8 @@ __all__ = [
     "CampaignVariant", "ClinicalFact", "ConsentChange", "DeliveryReceipt", "FactKind", "InboundMessage",
     "AuditEntry", "AvailabilityBlock", "AvailabilityTemplate", "HelpNote", "OutreachAttempt", "Role", "StaffUser",
     "Appointment", "AppointmentStatus", "AppointmentType", "AppointmentTypeGap", "Base", "Campaign",
-    "Channel", "ChannelConsent", "Clinic", "Enrolment", "EnrolmentStatus", "Event", "FormResponse",
+    "Channel", "ChannelConsent", "Clinic", "Enrolment", "EnrolmentFact", "EnrolmentFactChange", "EnrolmentFactRefresh",
+    "EnrolmentStatus", "Event", "FormResponse",
     "HelpKind", "HelpRequest", "HelpStatus", "Link", "Location", "Modality", "OneTimeCode",
     "OutboxMessage", "OutboxStatus", "Patient", "Provider", "RefillRequest", "RefillStatus", "Slot", "VerificationPolicy", "WebSession",
     "localized", "utcnow",
