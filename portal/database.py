@@ -7,18 +7,26 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Flask, current_app, g
+from flask import Flask, current_app, g, has_app_context
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+
+# Set in `flask.g` by a request that only reads (a patient's GET page). Such a request
+# may still write the session's idle-clock touch: see `commit_if_unchanged`.
+READ_ONLY = "read_only_transaction"
+SQLITE_BUSY_CODES = {5, 517}  # SQLITE_BUSY, SQLITE_BUSY_SNAPSHOT
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """Create an engine tuned for the backend.
 
-    SQLite runs in WAL mode with foreign keys on, and every transaction starts with
+    SQLite runs in WAL mode with foreign keys on, and a transaction starts with
     BEGIN IMMEDIATE: a transaction that reads and then writes can otherwise fail at
     once with "database is locked" when another writer committed in between, instead
-    of waiting for its turn. Readers still never block on WAL.
+    of waiting for its turn. A request that only reads (see `READ_ONLY`) starts a
+    plain deferred BEGIN instead: WAL readers never wait, so pages are not queued
+    behind every other request's write lock.
     """
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, **kwargs)
@@ -36,7 +44,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _on_begin(connection):
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            read_only = has_app_context() and g.get(READ_ONLY, False)
+            connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_pre_ping=True, **kwargs)
@@ -74,3 +83,21 @@ class Database:
         if session is not None:
             session.rollback()
             session.close()
+
+
+def commit_if_unchanged(session: Session) -> bool:
+    """Commit a small best-effort write made inside a read-only SQLite transaction.
+
+    A deferred transaction cannot take the write lock once another connection has
+    committed since it began reading (SQLite answers "database is locked" at once,
+    without waiting). The write is then rolled back and False returned; the caller
+    must only use this for writes that are safe to lose and retry on the next request.
+    """
+    try:
+        session.commit()
+    except OperationalError as error:
+        if getattr(error.orig, "sqlite_errorcode", None) not in SQLITE_BUSY_CODES:
+            raise
+        session.rollback()
+        return False
+    return True

@@ -13,11 +13,11 @@ import secrets
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import time
+from datetime import time, timedelta
 from urllib.parse import quote
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import event, func, select, text
 from sqlalchemy.orm import sessionmaker
 
 from portal.database import make_engine
@@ -273,3 +273,55 @@ def test_a_staff_booking_and_a_patient_booking_race_for_one_time(clinic_with_pat
     [(_enrolment, status)] = appointments_on(app, contested)  # exactly one booking
     assert status == AppointmentStatus.BOOKED
     assert slot_state(app, contested)[0] == 1
+
+
+def test_a_patient_page_opens_while_another_request_is_writing(clinic_with_patients):
+    """Patient pages only read: on SQLite they do not queue behind a write in progress
+    (a staff member saving a template, a booking being committed)."""
+    app, clinic, browsers, _contested = clinic_with_patients
+    engine = app.extensions["portal_db"]["engine"]
+    with engine.connect() as writer:
+        writer.begin()  # BEGIN IMMEDIATE on SQLite: holds the write lock until rolled back
+        writer.execute(text("UPDATE clinic SET phone = phone"))
+        browsers[0].get(clinic.times)
+        browsers[1].get("/visit")
+        writer.rollback()
+    assert browsers[0].status == 200 and browsers[0].slot_ids(), browsers[0].page
+    assert browsers[1].status == 200
+
+
+def test_the_idle_clock_touch_gives_way_to_a_concurrent_write(clinic_with_patients):
+    """A page due to move the session's idle clock reads first; if another request
+    commits a write in between (SQLite then refuses the late write at once), the
+    patient still gets the page, and the next page moves the clock."""
+    from portal.models import WebSession
+
+    app, clinic, browsers, _contested = clinic_with_patients
+    engine = app.extensions["portal_db"]["engine"]
+    with fresh_session(app) as session:
+        for row in session.scalars(select(WebSession)):
+            row.last_seen_at -= timedelta(minutes=5)  # every patient is due for a touch
+        session.commit()
+        before = {row.key_hash: row.last_seen_at for row in session.scalars(select(WebSession))}
+    interleaved = []
+
+    def write_after_the_session_is_read(_conn, _cursor, statement, *_args):
+        if "FROM web_session" in statement and not interleaved:
+            interleaved.append(statement)
+            with engine.begin() as other:  # a staff member's edit, committed in between
+                other.execute(text("UPDATE clinic SET email = 'front-desk@example.org'"))
+
+    event.listen(engine, "after_cursor_execute", write_after_the_session_is_read)
+    try:
+        browsers[0].get(clinic.times)
+    finally:
+        event.remove(engine, "after_cursor_execute", write_after_the_session_is_read)
+    assert interleaved
+    assert browsers[0].status == 200 and browsers[0].slot_ids(), browsers[0].page
+
+    browsers[0].get("/visit")
+    assert browsers[0].status == 200
+    with fresh_session(app) as session:
+        moved = [row for row in session.scalars(select(WebSession))
+                 if row.last_seen_at > before.get(row.key_hash, row.last_seen_at)]
+    assert len(moved) == 1, "the next page moved the patient's idle clock"

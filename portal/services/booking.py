@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from portal.models import (Appointment, AppointmentStatus, AppointmentType, Enrolment, EnrolmentStatus, Link,
                            Modality, Slot, utcnow)
@@ -26,10 +26,15 @@ DEFAULT_HOLD = timedelta(minutes=10)
 
 
 def live_appointment(session: Session, enrolment: Enrolment, sequence: int = 0) -> Appointment | None:
-    """The enrolment's booked visit (sequence 1: the follow-up booked with a lab visit)."""
-    return session.scalar(select(Appointment).where(Appointment.enrolment_id == enrolment.id,
-                                                    Appointment.status == AppointmentStatus.BOOKED,
-                                                    Appointment.sequence == sequence))
+    """The enrolment's booked visit (sequence 1: the follow-up booked with a lab visit),
+    with the time, place, provider and type every page that shows it needs."""
+    return session.scalar(select(Appointment)
+                          .options(joinedload(Appointment.slot).joinedload(Slot.location),
+                                   joinedload(Appointment.slot).joinedload(Slot.provider),
+                                   joinedload(Appointment.appointment_type))
+                          .where(Appointment.enrolment_id == enrolment.id,
+                                 Appointment.status == AppointmentStatus.BOOKED,
+                                 Appointment.sequence == sequence))
 
 
 def held_slot(session: Session, enrolment: Enrolment, slot_id: int | None,

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import secrets
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from sqlalchemy import delete, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, contains_eager
 
-from portal.models import Link, WebSession, utcnow
+from portal.models import Campaign, Enrolment, Link, WebSession, utcnow
 from portal.services.errors import SessionEnded
 from portal.services.keyed_hash import keyed_hash
 
@@ -39,17 +40,32 @@ def start_patient_session(session: Session, link: Link, now: datetime | None = N
     return key
 
 
+class LivePatientSession(NamedTuple):
+    web_session: WebSession
+    link: Link
+    enrolment: Enrolment
+
+
 def load_patient_session(session: Session, key: str | None, idle: timedelta, absolute: timedelta,
-                         now: datetime | None = None) -> WebSession:
-    """Return the live session for a cookie key. Raises SessionEnded when it is
+                         now: datetime | None = None) -> LivePatientSession:
+    """Return the live session for a cookie key, with its link and enrolment. Raises SessionEnded when it is
     unknown, idle too long or past its absolute lifetime (and deletes it then)."""
     now = now or utcnow()
     if not key:
         raise SessionEnded()
-    row = session.scalar(select(WebSession).where(WebSession.key_hash == session_key_hash(key),
-                                                  WebSession.kind == PATIENT))
-    if row is None:
+    # One statement for what every patient page needs: the session, its link, and the
+    # enrolment with its campaign, clinic and patient already attached.
+    found = session.execute(
+        select(WebSession, Link, Enrolment)
+        .join(Link, Link.id == WebSession.link_id)
+        .join(Enrolment, Enrolment.id == WebSession.enrolment_id)
+        .join(Enrolment.campaign).join(Campaign.clinic).join(Enrolment.patient)
+        .options(contains_eager(Enrolment.campaign).contains_eager(Campaign.clinic),
+                 contains_eager(Enrolment.patient))
+        .where(WebSession.key_hash == session_key_hash(key), WebSession.kind == PATIENT)).first()
+    if found is None:
         raise SessionEnded()
+    row, link, enrolment = found
     if now - row.last_seen_at > idle or now - row.created_at > absolute:
         session.delete(row)
         session.flush()
@@ -57,7 +73,7 @@ def load_patient_session(session: Session, key: str | None, idle: timedelta, abs
     if now - row.last_seen_at > TOUCH_EVERY:
         row.last_seen_at = now
         session.info[TOUCHED] = True
-    return row
+    return LivePatientSession(row, link, enrolment)
 
 
 def mark_verified(session: Session, row: WebSession, now: datetime | None = None) -> str:

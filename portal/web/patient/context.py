@@ -8,8 +8,9 @@ from functools import wraps
 from flask import current_app, g, redirect, render_template, session, url_for
 from flask_babel import get_locale, gettext as _
 
+from portal.database import commit_if_unchanged
 from portal.extensions import db
-from portal.models import Enrolment, Link, Modality, WebSession, localized
+from portal.models import Enrolment, Modality, WebSession, localized
 from portal.services.calendar import join_link
 from portal.services.errors import LinkExpired, LinkRevoked, SessionEnded
 from portal.services.links import check_link_live
@@ -26,18 +27,20 @@ def current_patient_session() -> WebSession | None:
     key = session.get(COOKIE_KEY)
     if key:
         try:
-            row = load_patient_session(db.session, key, current_app.config["PATIENT_IDLE"],
-                                       current_app.config["PATIENT_ABSOLUTE"])
-            check_link_live(db.session.get(Link, row.link_id))
+            live = load_patient_session(db.session, key, current_app.config["PATIENT_IDLE"],
+                                        current_app.config["PATIENT_ABSOLUTE"])
+            check_link_live(live.link)
         except (SessionEnded, LinkExpired, LinkRevoked):
             session.pop(COOKIE_KEY, None)
-            db.session.commit()  # the expired row was deleted
+            commit_if_unchanged(db.session)  # the expired row was deleted (or is, next time)
         else:
             if db.session.info.pop(TOUCHED, False):
-                db.session.commit()  # keep the idle-clock touch even on pages that change nothing else
-            g.patient_session = row
-            g.enrolment = db.session.get(Enrolment, row.enrolment_id)
-            g.patient_language = g.enrolment.patient.preferred_language
+                # Keep the idle-clock touch even on pages that change nothing else; if a
+                # concurrent write got in first, the next page touches it again.
+                commit_if_unchanged(db.session)
+            g.patient_session = live.web_session
+            g.enrolment = live.enrolment
+            g.patient_language = live.enrolment.patient.preferred_language
     return g.patient_session
 
 
