@@ -16,19 +16,20 @@ class CareGap:
     code: str
     service_line: object  # lazy translated string, shown only after verification
     tier: int
+    name: object  # what staff call it (lazy translated); precise where service_line is vague
 
 
 CARE_GAPS: dict[str, CareGap] = {
     gap.code: gap
     for gap in (
-        CareGap("post_discharge_followup", _l("follow-up visit"), 1),
-        CareGap("diabetes_a1c", _l("lab recheck"), 2),
-        CareGap("refill_gap", _l("medicine check-in"), 2),
-        CareGap("referral_open", _l("specialist visit"), 2),
-        CareGap("breast_screening", _l("screening visit"), 3),
-        CareGap("colorectal_screening", _l("screening visit"), 3),
-        CareGap("flu_vaccine", _l("vaccine visit"), 4),
-        CareGap("annual_wellness", _l("annual wellness visit"), 4),
+        CareGap("post_discharge_followup", _l("follow-up visit"), 1, _l("Follow-up after a hospital stay")),
+        CareGap("diabetes_a1c", _l("lab recheck"), 2, _l("Diabetes A1c check")),
+        CareGap("refill_gap", _l("medicine check-in"), 2, _l("Medicine refill check-in")),
+        CareGap("referral_open", _l("specialist visit"), 2, _l("Open specialist referral")),
+        CareGap("breast_screening", _l("screening visit"), 3, _l("Breast cancer screening")),
+        CareGap("colorectal_screening", _l("screening visit"), 3, _l("Colorectal screening")),
+        CareGap("flu_vaccine", _l("vaccine visit"), 4, _l("Flu vaccine")),
+        CareGap("annual_wellness", _l("annual wellness visit"), 4, _l("Annual wellness visit")),
     )
 }
 

@@ -18,6 +18,7 @@ from portal.extensions import db
 from portal.models import localized
 from portal.services.care_gaps import care_gap
 from portal.services.dispatch import dispatch_due
+from portal.web.labels import answer, label
 
 CSP = ("default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
        "frame-ancestors 'none'; form-action 'self'")
@@ -144,6 +145,7 @@ def init_app(app: Flask) -> None:
     app.after_request(_security_headers)
     app.register_error_handler(HTTPException, _error_page)
     app.register_error_handler(Exception, _unexpected_error)
-    app.jinja_env.filters.update(local_day=local_day, local_time=local_time, local_datetime=local_datetime)
-    app.jinja_env.globals.update(get_locale=get_locale, care_gap=care_gap,
+    app.jinja_env.filters.update(local_day=local_day, local_time=local_time, local_datetime=local_datetime,
+                                 label=label)
+    app.jinja_env.globals.update(get_locale=get_locale, care_gap=care_gap, answer=answer,
                                  localized=lambda texts: localized(texts, str(get_locale())))

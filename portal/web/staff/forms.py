@@ -8,14 +8,10 @@ from wtforms import (BooleanField, DateTimeLocalField, EmailField, IntegerField,
 from wtforms.validators import DataRequired, Email, InputRequired, Length, NumberRange, Optional, Regexp
 from wtforms.widgets import CheckboxInput, ListWidget
 
-from portal.models import Role
+from portal.models import Channel
 from portal.services.care_gaps import CARE_GAPS
+from portal.web.labels import LABELS, choices
 from portal.web.patient.forms import plain_text
-
-
-def role_choices():
-    return [(Role.ADMIN.value, _l("Admin")), (Role.SCHEDULER.value, _l("Scheduler")),
-            (Role.COORDINATOR.value, _l("Care coordinator")), (Role.CAMPAIGN_MANAGER.value, _l("Campaign manager"))]
 
 
 class SignInForm(FlaskForm):
@@ -32,7 +28,7 @@ class StaffAccountForm(FlaskForm):
     email = EmailField(_l("Email"), validators=[DataRequired(_l("Enter an email.")),
                                                 Email(_l("Enter an email like name@example.com.")), Length(max=200)])
     display_name = StringField(_l("Name"), validators=[DataRequired(_l("Enter a name.")), Length(max=200), plain_text])
-    role = SelectField(_l("Role"), choices=role_choices, validators=[InputRequired()])
+    role = SelectField(_l("Role"), choices=choices("role"), validators=[InputRequired()])
     password = PasswordField(_l("First password (at least 12 characters)"),
                              validators=[DataRequired(_l("Enter a password.")),
                                          Length(min=12, max=200, message=_l("Use 12 to 200 characters."))])
@@ -54,7 +50,8 @@ class AuditSearchForm(FlaskForm):
         csrf = False  # a GET search form
 
     staff_email = StringField(_l("Staff email"), validators=[Optional(), Length(max=200)])
-    record_type = StringField(_l("Record type"), validators=[Optional(), Length(max=32)])
+    record_type = SelectField(_l("Record type"), choices=[("", _l("Any"))] + choices("record_type"),
+                              validators=[Optional()])
     record_id = StringField(_l("Record number"), validators=[Optional(), Regexp(r"^\d{1,12}$")])
 
 
@@ -73,7 +70,8 @@ class CampaignForm(FlaskForm):
         ("dob_last_name", _l("Birth date and last name (low risk: no clinical detail)"))])
     channels = SelectMultipleField(_l("Channels, in this order"), option_widget=CheckboxInput(),
                                    widget=ListWidget(prefix_label=False),
-                                   choices=[("sms", _l("Text message")), ("email", _l("Email"))],
+                                   choices=[(channel, LABELS["channel"][channel])
+                                            for channel in (Channel.SMS.value, Channel.EMAIL.value)],
                                    validators=[DataRequired(_l("Choose at least one channel."))])
     step_days = StringField(_l("Send on these days (first is 0)"), default="0, 7, 14, 30",
                             validators=[DataRequired(), Regexp(r"^\s*0(\s*,\s*\d{1,3}){0,9}\s*$",
@@ -243,11 +241,7 @@ def previsit_form_choices():
 
 
 def type_care_gap_choices():
-    names = {"post_discharge_followup": _l("Follow-up after a hospital stay"), "diabetes_a1c": _l("Diabetes A1c check"),
-             "refill_gap": _l("Medicine refill check-in"), "referral_open": _l("Open specialist referral"),
-             "breast_screening": _l("Breast cancer screening"), "colorectal_screening": _l("Colorectal screening"),
-             "flu_vaccine": _l("Flu vaccine"), "annual_wellness": _l("Annual wellness visit")}
-    return [(code, names.get(code, code)) for code in CARE_GAPS]
+    return [(code, gap.name) for code, gap in CARE_GAPS.items()]
 
 
 class _ClinicField:
