@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from portal.models import (Appointment, AppointmentStatus, Campaign, CampaignVariant, ChannelConsent, ClinicalFact,
                            Enrolment, EnrolmentStatus, OutboxMessage, OutboxStatus, Patient, Slot, utcnow)
-from portal.services.care_gap_rules import patients_with_gap
+from portal.services.care_gap_rules import gap_conditions
 from portal.services.care_gaps import CARE_GAPS
 from portal.services.errors import InvalidInput, MessageRejected
 from portal.services.events import record_event
@@ -24,8 +24,8 @@ from portal.services.message_linter import SAMPLE_LINK, lint_message
 DRAFT, ACTIVE, PAUSED, STOPPED = "draft", "active", "paused", "stopped"
 
 
-def _eligible(campaign: Campaign, gap_code: str, as_of: date, now: datetime, session: Session):
-    """SELECT of patients with the gap, minus every exclusion of the brief."""
+def _eligible(campaign: Campaign, gap_code: str, as_of: date, now: datetime):
+    """WHERE clause, over patient, of the patients with the gap, minus every exclusion of the brief."""
     refused_all = exists().where(ChannelConsent.patient_id == Patient.id, ChannelConsent.channel == "all",
                                  ChannelConsent.granted.is_(False))
     already_booked = exists().where(Appointment.patient_id == Patient.id,
@@ -36,8 +36,7 @@ def _eligible(campaign: Campaign, gap_code: str, as_of: date, now: datetime, ses
                                         OutboxMessage.sent_at > now - timedelta(days=campaign.recontact_days))
     already_enrolled = exists().where(Enrolment.campaign_id == campaign.id, Enrolment.patient_id == Patient.id,
                                       Enrolment.care_gap_code == gap_code)
-    return and_(Patient.id.in_(patients_with_gap(session, gap_code, as_of)), Patient.deceased_on.is_(None),
-                Patient.moved_away.is_(False), Patient.coverage_active.is_(True),
+    return and_(*gap_conditions(gap_code, as_of), Patient.coverage_active.is_(True),
                 not_(refused_all), not_(already_booked), not_(contacted_recently), not_(already_enrolled))
 
 
@@ -65,7 +64,8 @@ def build_audience(session: Session, campaign: Campaign, as_of: date | None = No
                    facts_since: datetime | None = None) -> int:
     """Enrol every eligible patient for each of the campaign's care gaps (or only
     `gaps`), highest tier first, up to max_invites; with `facts_since`, only patients
-    with clinical facts imported since then. Returns how many were enrolled."""
+    with clinical facts imported since then. Holdout enrolments get no next step.
+    Returns how many were enrolled."""
     now = now or utcnow()
     as_of = as_of or now.date()
     variants = list(session.scalars(select(CampaignVariant).where(CampaignVariant.campaign_id == campaign.id)
@@ -77,16 +77,18 @@ def build_audience(session: Session, campaign: Campaign, as_of: date | None = No
         if remaining is not None and remaining <= 0:
             break
         tier = CARE_GAPS[gap_code].tier
+        held = _holdout(campaign)
         query = (select(literal(campaign.id), Patient.id, literal(gap_code), literal(EnrolmentStatus.INVITED.value),
-                        literal(tier), _variant(campaign, variants), _holdout(campaign), literal(0),
-                        literal(now), literal(now), literal(0), literal(""))
-                 .where(_eligible(campaign, gap_code, as_of, now, session))
-                 .order_by(Patient.birth_date, Patient.id))  # older patients first within a tier
+                        literal(tier), _variant(campaign, variants), held, literal(0),
+                        case((held, None), else_=literal(now)), literal(now), literal(0), literal(""))
+                 .where(_eligible(campaign, gap_code, as_of, now)))
         if facts_since is not None:
             query = query.where(exists().where(ClinicalFact.patient_id == Patient.id,
                                                ClinicalFact.imported_at >= facts_since))
         if remaining is not None:
-            query = query.limit(remaining)
+            # Older patients first within a tier. Only a cap needs an order: unsorted, the rows come in the
+            # scan's patient id order, which the enrolment indexes take far faster than birth date order.
+            query = query.order_by(Patient.birth_date, Patient.id).limit(remaining)
         result = session.execute(insert(Enrolment).from_select(
             ["campaign_id", "patient_id", "care_gap_code", "status", "tier", "variant", "holdout", "next_step",
              "next_step_at", "created_at", "dob_failures", "closed_reason"], query),
@@ -123,7 +125,7 @@ def preview_audience(session: Session, campaign: Campaign, as_of: date | None = 
         rows = session.execute(
             select(Patient.preferred_language, _holdout(campaign).label("held"),
                    case((sms_ok, "sms"), (email_ok, "email"), else_="none").label("channel"), func.count())
-            .where(_eligible(campaign, gap_code, as_of, now, session))
+            .where(_eligible(campaign, gap_code, as_of, now))
             .group_by(Patient.preferred_language, "held", "channel"))
         for language, held, channel, count in rows:
             total += count
@@ -146,8 +148,6 @@ def launch(session: Session, campaign: Campaign, now: datetime | None = None) ->
     if campaign.escalate_tier1:
         session.execute(update(Enrolment).where(Enrolment.campaign_id == campaign.id, Enrolment.tier == 1,
                                                 Enrolment.holdout.is_(False)).values(escalated_at=now))
-    session.execute(update(Enrolment).where(Enrolment.campaign_id == campaign.id, Enrolment.holdout.is_(True))
-                    .values(next_step_at=None))
     campaign.status = ACTIVE
     campaign.launched_at = now
     return enrolled

@@ -84,6 +84,8 @@ def test_holdout_is_stable_per_patient_and_never_messaged(db, in_app, sample):
     held = set(db.scalars(select(Enrolment.patient_id).where(Enrolment.campaign_id == campaign.id,
                                                              Enrolment.holdout.is_(True))))
     assert held == {pid for pid in held if (pid * 7919 + campaign.id * 104729) % 100 < 30}
+    assert set(db.scalars(select(Enrolment.patient_id).where(Enrolment.campaign_id == campaign.id,
+                                                             Enrolment.next_step_at.is_(None)))) == held
     with in_app():
         for day in (0, 7, 14, 30):
             run_due_steps(db, NOW + timedelta(days=day))

@@ -191,6 +191,13 @@ CASES = [
     Case("a1c: not diabetic", "diabetes_a1c", False),
     Case("a1c: prediabetes is not diabetes", "diabetes_a1c", False, facts=[diabetes(code="15777000")]),
     Case("a1c: diabetes by ICD-10 E11.9", "diabetes_a1c", True, facts=[diabetes(code="E11.9", system=ICD10CM)]),
+    # ICD-10 families are matched as code ranges in SQL: the family code itself is in, its neighbours are not
+    Case("a1c: diabetes by ICD-10 E13 alone", "diabetes_a1c", True, facts=[diabetes(code="E13", system=ICD10CM)]),
+    Case("a1c: ICD-10 E12.9 is not a diabetes family here", "diabetes_a1c", False,
+         facts=[diabetes(code="E12.9", system=ICD10CM)]),
+    Case("a1c: ICD-10 E1 is too short to be E10", "diabetes_a1c", False, facts=[diabetes(code="E1", system=ICD10CM)]),
+    Case("a1c: ICD-10 e11.9 in lower case is not E11", "diabetes_a1c", False,
+         facts=[diabetes(code="e11.9", system=ICD10CM)]),
     Case("a1c: diabetes resolved before as_of", "diabetes_a1c", False, facts=[diabetes(ended=days_ago(1))]),
     Case("a1c: diagnosed after as_of", "diabetes_a1c", False, facts=[diabetes(on=AS_OF + timedelta(days=3))]),
     Case("a1c: tested 5 months ago", "diabetes_a1c", False, facts=[diabetes(), a1c(months_before(AS_OF, 5))]),
