@@ -10,7 +10,7 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from portal.models import ChannelConsent, ClinicalFact, ConsentChange, FactKind, Patient
 from portal.services import importers
@@ -291,6 +291,28 @@ def test_phone_numbers_are_stored_in_e164(raw, region, expected):
 def test_invalid_phone_numbers_are_rejected(raw):
     with pytest.raises(RowRejected):
         normalize_phone(raw)
+
+
+def planned_fact_rows(db, source: str) -> int:
+    """How many clinical_fact rows of ``source`` the planner expects (PostgreSQL), or how many rows SQLite's
+    statistics say clinical_fact has (SQLite keeps no statistics per value)."""
+    if db.bind.dialect.name == "postgresql":
+        plan = db.execute(text(f"EXPLAIN (FORMAT JSON) SELECT * FROM clinical_fact WHERE source = '{source}'"))
+        return plan.scalar()[0]["Plan"]["Plan Rows"]
+    if not db.scalar(text("SELECT count(*) FROM sqlite_master WHERE name = 'sqlite_stat1'")):
+        return 0
+    stat = db.scalars(text("SELECT stat FROM sqlite_stat1 WHERE tbl = 'clinical_fact'")).first()
+    return int(stat.split()[0]) if stat else 0
+
+
+def test_an_import_refreshes_the_planners_statistics(db, tmp_path):
+    """The audience build that may follow an import at once is planned knowing the new facts."""
+    patients = write(tmp_path / "patients.csv", "external_id,given_name,family_name,birth_date\n"
+                     + "".join(f"S-{n},Ana,Stat,1960-01-01\n" for n in range(60)))
+    facts = write(tmp_path / "facts.csv", "external_id,kind,system,code,started_on\n"
+                  + "".join(f"S-{n},observation,LOINC,4548-4,2025-01-01\n" for n in range(60)))
+    assert import_csv(db, [patients, facts], source="statcheck").created == 120
+    assert planned_fact_rows(db, "statcheck") >= 60
 
 
 def test_the_cli_prints_the_report_and_commits(app, db, tmp_path):
