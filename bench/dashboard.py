@@ -294,12 +294,16 @@ class ServerCpu:
         return total
 
 
-def timed(label: str, action, repeat: int, server_cpu) -> dict:
+def timed(label: str, action, repeat: int, server_cpu, prepare=None) -> dict:
     """Wall time, and CPU time (this process plus the database server's), per run. On a
-    machine shared with other work, CPU time moves far less than wall time."""
+    machine shared with other work, CPU time moves far less than wall time. ``prepare``
+    runs before each run (and the warm-up), untimed: it sets up what the run should find."""
+    prepare = prepare or (lambda: None)
+    prepare()
     action()  # warm-up: imports, template compilation, the database's cache
     walls, cpus = [], []
     for _ in range(repeat):
+        prepare()
         cpu_before, server_before, start = time.process_time(), server_cpu(), time.perf_counter()
         action()
         walls.append(time.perf_counter() - start)
@@ -330,7 +334,7 @@ def measure(url: str, enrolments: int, events: int, repeat: int) -> dict:
             campaign = db.session.get(Campaign, campaign_id)
             report = campaign_report(db.session, campaign, dimensions=("language",))
             report_tables(report, experiment=experiment_table(report))
-            db.session.rollback()
+            db.session.commit()  # the refreshed facts are kept, as the dashboard's request does
 
     client = sign_in_client(app)
 
@@ -345,10 +349,37 @@ def measure(url: str, enrolments: int, events: int, repeat: int) -> dict:
     def every_breakdown():
         with app.test_request_context():
             campaign_report(db.session, db.session.get(Campaign, campaign_id))
-            db.session.rollback()
+            db.session.commit()
+
+    def forget_facts():
+        """As before the first view, or after a bulk change: the page rebuilds every enrolment's facts."""
+        with engine.begin() as connection:
+            connection.execute(text("DELETE FROM enrolment_fact_refresh"))
+
+    changes = iter(range(10 ** 6))
+
+    def change_some_patients():
+        """Writes between two views, of each kind the dashboard must notice, over 100
+        enrolments: 40 links opened (events appended), the first message of the next 30
+        delivered and the live bookings among the last 30 attended (rows updated in place)."""
+        first = 1 + next(changes) * 100 % enrolments
+        with engine.begin() as connection:
+            connection.execute(text(
+                f"INSERT INTO event (enrolment_id, campaign_id, kind, actor, detail, occurred_at) "
+                f"SELECT id, campaign_id, 'link_opened', 'patient', '{{}}', created_at FROM enrolment "
+                f"WHERE id BETWEEN {first} AND {first + 39}"))
+            connection.execute(text(
+                f"UPDATE outbox_message SET delivered_at = sent_at WHERE enrolment_id BETWEEN {first + 40} "
+                f"AND {first + 69} AND step = 0"))
+            connection.execute(text(
+                f"UPDATE appointment SET status = 'attended' WHERE enrolment_id BETWEEN {first + 70} "
+                f"AND {first + 99} AND status = 'booked'"))
 
     results = [timed("analytics service (overall + 2 breakdowns)", service, repeat, server_cpu),
                timed("dashboard page, request to HTML", page, repeat, server_cpu),
+               timed("dashboard page after a batch of changes", page, repeat, server_cpu, change_some_patients),
+               timed("dashboard page, every enrolment's facts rebuilt", page, max(3, repeat // 2), server_cpu,
+                     forget_facts),
                timed("CSV export of one table", export, max(3, repeat // 2), server_cpu),
                timed("every breakdown at once (portal report)", every_breakdown, 3, server_cpu)]
     version = common.version(engine)

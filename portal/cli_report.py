@@ -2,7 +2,8 @@
 
 The same tables as the console dashboard, every breakdown included, with the same
 small-cell suppression as the dashboard's downloads (counts of 1 to 10 patients, and
-anything computed from them, are written "<11"). Reads only.
+anything computed from them, are written "<11"). Writes only the refreshed facts behind
+the tables (portal/services/analytics.py), committed so the next report starts from them.
 """
 from __future__ import annotations
 
@@ -61,7 +62,7 @@ def report_command(campaign_id: int, output_format: str, only: tuple[str, ...], 
                     click.echo("")
                 click.echo(f"# {table.key}")
                 click.echo(analytics.to_csv(table), nl=False)
-    db.session.rollback()
+    db.session.commit()
 
 
 def _records(table: analytics.Table) -> list[dict[str, str]]:

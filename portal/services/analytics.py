@@ -1,13 +1,16 @@
 """Campaign outcomes: the win-back funnel, rates, times, retention and breakdowns.
 
-How it is computed. One common table expression, ``facts``, makes one row per
-enrolment (patient x campaign x care gap) from the enrolment and the patient, the
-outbox (what actually left, and what was delivered), the event log (links opened,
-identities verified, opt-outs) and the appointment book (bookings, visit outcomes).
-Each metric is a flag or a duration on that row, defined once below (``STAGES``,
-``RATES``, ``DURATIONS``; in words in docs/metrics.md), and each table is a GROUP BY
-over ``facts``. Python never loops over enrolments: it only reshapes the few
-aggregated rows the database returns.
+How it is computed. Each enrolment (patient x campaign x care gap) has one row of facts,
+computed set-based from the enrolment and the patient, the outbox (what actually left,
+and what was delivered), the event log (links opened, identities verified, opt-outs),
+the appointment book (bookings, visit outcomes), refills and clinical records
+(``_computed_facts``), and kept in the table ``enrolment_fact``. Before every report,
+``refresh_facts`` recomputes the rows of the patients whose source rows were written
+since (triggers queue them; see docs/metrics.md, "Freshness"). The report reads the
+rows through ``_facts``, which adds what depends on the clock. Each metric is a flag or
+a duration on that row, defined once below (``STAGES``, ``RATES``, ``DURATIONS``; in
+words in docs/metrics.md), and each table is a GROUP BY over ``facts``. Python never
+loops over enrolments: it only reshapes the few aggregated rows the database returns.
 
 Counts are counts of *patients* (``COUNT(DISTINCT patient_id)``): a patient enrolled
 for two care gaps counts once in the campaign total and once in each care-gap row.
@@ -17,6 +20,7 @@ rate, time or interval computed from one, is written "<11".
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -24,14 +28,15 @@ from datetime import date, datetime, timedelta
 
 from babel import Locale, UnknownLocaleError
 from flask_babel import get_locale, gettext as _, lazy_gettext as _l
-from sqlalchemy import (Float, Integer, String, and_, case, cast, distinct, false, func, literal, not_, null, or_,
-                        select, text, true, union_all)
+from sqlalchemy import (Float, Integer, String, and_, case, cast, delete, distinct, false, func, insert, literal, not_,
+                        null, or_, select, text, true, union_all, update)
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.expression import ColumnElement, FunctionElement
 
-from portal.models import (Appointment, AppointmentTypeGap, Campaign, ClinicalFact, Enrolment, Event, FactKind,
-                           HelpRequest, Location, OutboxMessage, Patient, Slot, utcnow)
+from portal.models import (Appointment, AppointmentTypeGap, Campaign, ClinicalFact, Enrolment, EnrolmentFact,
+                           EnrolmentFactChange, EnrolmentFactRefresh, Event, FactKind, HelpRequest, Location,
+                           OutboxMessage, Patient, Slot, utcnow)
 from portal.models.visit import RefillRequest
 from portal.services.care_gaps import CARE_GAPS
 
@@ -190,18 +195,51 @@ DIMENSIONS = {
 }
 
 
-# --- the facts CTE --------------------------------------------------------------------------------------
+# --- the facts: computed from the sources, kept in enrolment_fact -----------------------------------------
 
-def _appointment_outcomes(campaign_ids: list[int], now: datetime):
+FACTS_VERSION = 1  # bump when a definition below changes: every campaign's facts are then rebuilt on next read
+INCREMENTAL_LIMIT = 2000  # more patients changed than this: rebuild the campaign's facts in one go instead
+OPT_OUT_KEYS = (*CHANNELS, "all")  # bit i of opted_out_channels
+
+
+def _any(condition: ColumnElement[bool]):
+    """1 when any row of the group meets the condition, else 0."""
+    return func.max(case((condition, 1), else_=0))
+
+
+def _flag(condition: ColumnElement[bool]):
+    return case((condition, 1), else_=0)
+
+
+def _mask(conditions: Iterable[ColumnElement[bool]]):
+    """A bit mask with bit i set when the i-th condition holds."""
+    return sum((case((condition, 1 << i), else_=0) for i, condition in enumerate(conditions)), literal(0))
+
+
+def _has(mask, bit: int):
+    """1 when bit ``bit`` of the mask is set, else 0."""
+    return mask.op(">>")(bit).op("&")(1)
+
+
+def _steps_of(campaign: Campaign) -> range:
+    return range(max(len(campaign.step_days or []), 1))
+
+
+def _enrolments_of(campaign: Campaign, patients):
+    """The ids of the campaign's enrolments, only those of ``patients`` unless it is None."""
+    query = select(Enrolment.id).where(Enrolment.campaign_id == campaign.id)
+    return query if patients is None else query.where(Enrolment.patient_id.in_(patients))
+
+
+def _appointment_outcomes(campaign_ids: list[int], patients=None):
     """Per enrolment: first booking, how it was booked, the visit outcome, and whether
     it won the patient back (attended a visit starting within the campaign window)."""
     appointment, slot, enrolment, campaign = aliased(Appointment), aliased(Slot), aliased(Enrolment), aliased(Campaign)
     closes_gap = aliased(AppointmentTypeGap)
     attended = appointment.status == "attended"
-    live = appointment.status == "booked"
     in_window = and_(slot.starts_at >= enrolment.created_at,
                      seconds_between(enrolment.created_at, slot.starts_at) <= campaign.window_days * DAY)
-    return (
+    query = (
         select(appointment.enrolment_id.label("enrolment_id"),
                func.min(appointment.booked_at).label("first_booked_at"),
                func.min(case((appointment.booked_via == "portal", appointment.booked_at))).label("first_portal_at"),
@@ -210,8 +248,7 @@ def _appointment_outcomes(campaign_ids: list[int], now: datetime):
                _any(attended).label("attended"),
                _any(and_(attended, in_window)).label("won_back"),
                _any(and_(attended, in_window, closes_gap.care_gap_code.is_not(None))).label("gap_visit"),
-               _any(and_(live, slot.starts_at > now)).label("live_future"),
-               _any(live).label("live"),
+               func.max(case((appointment.status == "booked", slot.starts_at))).label("live_until"),
                _any(appointment.status == "no_show").label("no_show"))
         .join(slot, slot.id == appointment.slot_id)
         .join(enrolment, enrolment.id == appointment.enrolment_id)
@@ -220,20 +257,19 @@ def _appointment_outcomes(campaign_ids: list[int], now: datetime):
                                     closes_gap.care_gap_code == enrolment.care_gap_code))
         .where(enrolment.campaign_id.in_(campaign_ids))
         .group_by(appointment.enrolment_id)
-        .cte("appointment_outcomes")
     )
+    if patients is not None:
+        query = query.where(enrolment.patient_id.in_(patients))
+    return query.cte("appointment_outcomes")
 
 
-def _any(condition: ColumnElement[bool]):
-    """1 when any row of the group meets the condition, else 0."""
-    return func.max(case((condition, 1), else_=0))
+def _outcome(attended, live_until, no_show, first_booked_at, now: datetime):
+    """Where a booked enrolment stands (one of OUTCOMES), or NULL if never booked."""
+    return case((attended == 1, "kept"), (live_until > now, "upcoming"), (live_until.is_not(None), "unrecorded"),
+                (no_show == 1, "no_show"), (first_booked_at.is_not(None), "cancelled"), else_=None)
 
 
-def _steps_of(campaign: Campaign) -> range:
-    return range(max(len(campaign.step_days or []), 1))
-
-
-def _messages(campaign: Campaign):
+def _messages(campaign: Campaign, patients=None):
     """Per enrolment: campaign messages that actually left (sent_at set) and their delivery;
     when each step first left and the first message id per channel (so the facts can tell
     the first channel and the last step before booking without joining back)."""
@@ -249,35 +285,32 @@ def _messages(campaign: Campaign):
     for channel in CHANNELS:
         columns += [func.min(case((message.channel == channel, message.id))).label(f"first_{channel}_id"),
                     _any(and_(message.channel == channel, delivered)).label(f"delivered_{channel}")]
-    return (
-        select(*columns)
-        .where(message.campaign_id == campaign.id, message.step.is_not(None), message.sent_at.is_not(None))
-        .group_by(message.enrolment_id)
-        .subquery("messages")
-    )
+    query = select(*columns).where(message.campaign_id == campaign.id, message.step.is_not(None),
+                                   message.sent_at.is_not(None))
+    if patients is not None:
+        query = query.where(message.enrolment_id.in_(_enrolments_of(campaign, patients)))
+    return query.group_by(message.enrolment_id).subquery("messages")
 
 
-def _patient_events(campaign: Campaign):
+def _patient_events(campaign: Campaign, patients=None):
     event = aliased(Event)
     opted_out = event.kind == "opted_out"
     channel = func.coalesce(event.detail["channel"].as_string(), "all")
     columns = [event.enrolment_id.label("enrolment_id"), _any(event.kind == "link_opened").label("opened"),
                _any(event.kind == "verified").label("verified"), _any(opted_out).label("opted_out")]
-    columns += [_any(and_(opted_out, channel == key)).label(f"opted_out_{key}") for key in (*CHANNELS, "all")]
-    return (
-        select(*columns)
-        .where(event.campaign_id == campaign.id, event.kind.in_(("link_opened", "verified", "opted_out")))
-        .group_by(event.enrolment_id)
-        .subquery("patient_events")
-    )
+    columns += [_any(and_(opted_out, channel == key)).label(f"opted_out_{key}") for key in OPT_OUT_KEYS]
+    query = select(*columns).where(event.campaign_id == campaign.id,
+                                   event.kind.in_(("link_opened", "verified", "opted_out")))
+    if patients is not None:
+        query = query.where(event.enrolment_id.in_(_enrolments_of(campaign, patients)))
+    return query.group_by(event.enrolment_id).subquery("patient_events")
 
 
-def _refills(campaign: Campaign):
-    refill, enrolment = aliased(RefillRequest), aliased(Enrolment)
+def _refills(campaign: Campaign, patients=None):
+    refill = aliased(RefillRequest)
     return (
         select(refill.enrolment_id.label("enrolment_id"), _any(refill.completed_at.is_not(None)).label("completed"))
-        .join(enrolment, enrolment.id == refill.enrolment_id)
-        .where(enrolment.campaign_id == campaign.id)
+        .where(refill.enrolment_id.in_(_enrolments_of(campaign, patients)))
         .group_by(refill.enrolment_id)
         .subquery("refills")
     )
@@ -289,14 +322,14 @@ def window_end(campaign: Campaign, now: datetime) -> date:
     return min(now.date(), (start + timedelta(days=campaign.window_days)).date())
 
 
-def _closed_elsewhere(campaign: Campaign, now: datetime) -> ColumnElement[bool]:
-    """The care-gap rules no longer find the enrolment's gap open at the window's end, and an
-    import has brought a clinical record dated after enrolment. The second half keeps a gap
-    that merely lapsed (a referral ageing out, a flu season ending, a birthday) from
-    counting as closed; the rules also drop patients who died or moved, so those never count."""
+def _closed_elsewhere(campaign: Campaign, as_of: date) -> ColumnElement[bool]:
+    """The care-gap rules no longer find the enrolment's gap open on ``as_of`` (the window's
+    end, or today if sooner), and an import has brought a clinical record dated after
+    enrolment. The second half keeps a gap that merely lapsed (a referral ageing out, a flu
+    season ending, a birthday) from counting as closed; the rules also drop patients who
+    died or moved, so those never count."""
     if _patients_with_gap is None or not campaign.care_gap_codes:
         return false()
-    as_of = window_end(campaign, now)
 
     def new_record(enrolment) -> ColumnElement[bool]:
         fact = aliased(ClinicalFact)
@@ -330,17 +363,19 @@ def _came_back(visit_at, days: int) -> ColumnElement[bool]:
     return or_(again, encounter)
 
 
-def _age_band(reference: date):
-    bands = [(Patient.birth_date > years_before(reference, years), label) for years, label in AGE_BANDS]
+def _age_band(birth_date, reference: date):
+    bands = [(birth_date > years_before(reference, years), label) for years, label in AGE_BANDS]
     return case(*bands, else_=OLDEST_BAND)
 
 
-def build_facts(campaign: Campaign, now: datetime):
-    """The per-enrolment facts of one campaign, as a materialised CTE (see the module docstring)."""
-    appointments = _appointment_outcomes([campaign.id], now)
-    messages = _messages(campaign)
-    events = _patient_events(campaign)
-    refills = _refills(campaign)
+def _computed_facts(campaign: Campaign, as_of: date, patients=None):
+    """The ``enrolment_fact`` rows of the campaign's enrolments (only those of ``patients``
+    unless it is None), computed from the outbox, the event log, the appointment book,
+    refills and clinical records: a SELECT whose columns are the table's."""
+    appointments = _appointment_outcomes([campaign.id], patients)
+    messages = _messages(campaign, patients)
+    events = _patient_events(campaign, patients)
+    refills = _refills(campaign, patients)
     last_appointment, last_slot = aliased(Appointment), aliased(Slot)
     a, m, e = appointments.c, messages.c, events.c
     steps = _steps_of(campaign)
@@ -348,48 +383,44 @@ def build_facts(campaign: Campaign, now: datetime):
     booked_after_step = case(*((m[f"step_{step}_at"] <= a.first_booked_at, step) for step in reversed(steps)))
     first_channel = case(*((m[f"first_{channel}_id"] == m.first_message_id, channel) for channel in CHANNELS),
                          else_="")
-    sent_flag = lambda column: case((column.is_not(None), 1), else_=0)  # noqa: E731
     booked = a.first_booked_at.is_not(None)
-    outcome = case((a.attended == 1, "kept"), (a.live_future == 1, "upcoming"), (a.live == 1, "unrecorded"),
-                   (a.no_show == 1, "no_show"), (booked, "cancelled"), else_=None)
-    closed = case((a.gap_visit == 1, 1), (_closed_elsewhere(campaign, now), 1), else_=0)
-    retention = {days: case((and_(a.won_back == 1, a.visit_at <= now - timedelta(days=days)),
-                             case((_came_back(a.visit_at, days), 1), else_=0)), else_=None)
+    came_back = {days: case((a.won_back == 1, _flag(_came_back(a.visit_at, days))), else_=0)
                  for days in RETENTION_DAYS}
-    reference = (campaign.launched_at or now).date()
-    flags = [sent_flag(m[f"step_{step}_at"]).label(f"sent_step_{step}") for step in steps]
-    flags += [sent_flag(m[f"first_{channel}_id"]).label(f"sent_{channel}") for channel in CHANNELS]
-    flags += [func.coalesce(column, 0).label(column.name) for column in m if column.name.startswith("delivered_")]
-    flags += [func.coalesce(column, 0).label(column.name) for column in e if column.name.startswith("opted_out_")]
     query = (
-        select(Enrolment.id.label("enrolment_id"), Enrolment.patient_id.label("patient_id"),
-               case((Enrolment.holdout.is_(True), literal(CONTROL)), else_=Enrolment.variant).label("variant"),
-               Enrolment.tier.label("tier"), Patient.preferred_language.label("language"),
-               Enrolment.care_gap_code.label("care_gap"), _age_band(reference).label("age_band"),
-               first_channel.label("channel"),
-               func.coalesce(Location.name, "").label("location"),
-               booked_after_step.label("step"),
+        select(Enrolment.id.label("enrolment_id"), Enrolment.campaign_id.label("campaign_id"),
+               Enrolment.patient_id.label("patient_id"),
+               case((Enrolment.holdout.is_(True), literal(CONTROL)), else_=Enrolment.variant).label("arm"),
+               Enrolment.tier.label("tier"), Enrolment.care_gap_code.label("care_gap"),
+               Patient.preferred_language.label("language"), Patient.birth_date.label("birth_date"),
                Enrolment.created_at.label("enrolled_at"),
                m.first_sent_at.label("first_sent_at"),
+               first_channel.label("channel"),
+               _mask(m[f"step_{step}_at"].is_not(None) for step in steps).label("sent_steps"),
+               _mask(m[f"delivered_step_{step}"] == 1 for step in steps).label("delivered_steps"),
+               _mask(m[f"first_{channel}_id"].is_not(None) for channel in CHANNELS).label("sent_channels"),
+               _mask(m[f"delivered_{channel}"] == 1 for channel in CHANNELS).label("delivered_channels"),
+               _mask(e[f"opted_out_{key}"] == 1 for key in OPT_OUT_KEYS).label("opted_out_channels"),
                func.coalesce(m.delivered, 0).label("delivered"),
                func.coalesce(e.opened, 0).label("opened"),
                func.coalesce(e.verified, 0).label("verified"),
                func.coalesce(e.opted_out, 0).label("opted_out"),
                a.first_booked_at.label("first_booked_at"),
-               case((and_(booked, or_(a.first_portal_at.is_(None), a.first_portal_at > a.first_booked_at)), 1),
-                    else_=0).label("booked_by_staff"),
-               outcome.label("outcome"),
+               _flag(and_(booked, or_(a.first_portal_at.is_(None), a.first_portal_at > a.first_booked_at)))
+               .label("booked_by_staff"),
+               func.coalesce(a.attended, 0).label("attended"),
+               func.coalesce(a.no_show, 0).label("no_show"),
+               a.live_until.label("live_until"),
                a.visit_at.label("visit_at"),
                func.coalesce(a.won_back, 0).label("won_back"),
-               closed.label("closed"),
-               case((and_(Enrolment.care_gap_code == REFILL_GAP, or_(refills.c.completed == 1, closed == 1)), 1),
-                    else_=0).label("refill_done"),
-               retention[30].label("returned_30"),
-               retention[90].label("returned_90"),
+               func.coalesce(a.gap_visit, 0).label("gap_visit"),
+               _flag(_closed_elsewhere(campaign, as_of)).label("closed_elsewhere"),
+               func.coalesce(refills.c.completed, 0).label("refill_completed"),
+               *(came_back[days].label(f"came_back_{days}") for days in RETENTION_DAYS),
+               last_slot.location_id.label("location_id"),
+               booked_after_step.label("step"),
                case((m.first_sent_at <= a.first_booked_at, seconds_between(m.first_sent_at, a.first_booked_at)))
                .label("seconds_to_book"),
-               case((a.attended == 1, seconds_between(a.first_booked_at, a.visit_at))).label("seconds_to_visit"),
-               *flags)
+               case((a.attended == 1, seconds_between(a.first_booked_at, a.visit_at))).label("seconds_to_visit"))
         .join(Patient, Patient.id == Enrolment.patient_id)
         .outerjoin(appointments, a.enrolment_id == Enrolment.id)
         .outerjoin(messages, m.enrolment_id == Enrolment.id)
@@ -397,8 +428,135 @@ def build_facts(campaign: Campaign, now: datetime):
         .outerjoin(refills, refills.c.enrolment_id == Enrolment.id)
         .outerjoin(last_appointment, last_appointment.id == a.last_appointment_id)
         .outerjoin(last_slot, last_slot.id == last_appointment.slot_id)
-        .outerjoin(Location, Location.id == last_slot.location_id)
         .where(Enrolment.campaign_id == campaign.id)
+    )
+    return query if patients is None else query.where(Enrolment.patient_id.in_(patients))
+
+
+def _definition(session: Session, campaign: Campaign) -> str:
+    """A digest of what the stored facts depend on besides the rows the triggers watch: this
+    code's version, the campaign's window, care gaps and steps, which appointment types close
+    which gap, and whether the care-gap rules are there."""
+    closes = session.execute(select(AppointmentTypeGap.appointment_type_id, AppointmentTypeGap.care_gap_code)
+                             .order_by(AppointmentTypeGap.appointment_type_id, AppointmentTypeGap.care_gap_code)).all()
+    parts = (FACTS_VERSION, campaign.window_days, sorted(campaign.care_gap_codes or []), len(_steps_of(campaign)),
+             [tuple(row) for row in closes], _patients_with_gap is not None)
+    return hashlib.sha256(repr(parts).encode()).hexdigest()
+
+
+def _store_facts(session: Session, campaign: Campaign, as_of: date, patients=None) -> None:
+    """Replace the stored facts of the campaign's enrolments (of ``patients`` only, unless None)."""
+    stored = delete(EnrolmentFact).where(EnrolmentFact.campaign_id == campaign.id)
+    if patients is not None:
+        stored = stored.where(EnrolmentFact.patient_id.in_(patients))
+    session.execute(stored)
+    computed = _computed_facts(campaign, as_of, patients)
+    session.execute(insert(EnrolmentFact).from_select([c.key for c in computed.selected_columns], computed))
+
+
+def _rejudge_closure(session: Session, campaign: Campaign, as_of: date) -> None:
+    """Closure elsewhere is judged on the window's last day, or today if sooner: when that
+    day moves, judge it again for every enrolment (one UPDATE)."""
+    fact = EnrolmentFact
+    session.execute(update(fact)
+                    .where(fact.campaign_id == campaign.id, Enrolment.id == fact.enrolment_id,
+                           Patient.id == Enrolment.patient_id)
+                    .values(closed_elsewhere=_flag(_closed_elsewhere(campaign, as_of)))
+                    .execution_options(synchronize_session=False))
+
+
+def _enrolments_without_facts(session: Session, campaign: Campaign) -> bool:
+    """Whether enrolments were added since the last refresh. Facts rows go with their
+    enrolment (ON DELETE CASCADE), so equal counts mean none is missing."""
+    enrolled = session.scalar(select(func.count()).where(Enrolment.campaign_id == campaign.id))
+    kept = session.scalar(select(func.count()).where(EnrolmentFact.campaign_id == campaign.id))
+    return enrolled != kept
+
+
+def refresh_facts(session: Session, campaign: Campaign, now: datetime | None = None) -> None:
+    """Bring the campaign's stored facts up to date before they are read, set-based.
+
+    Cheap when nothing changed (a few indexed counts). Otherwise, under a lock on the
+    campaigns whose facts are kept: the patients the triggers queued are recomputed in every
+    such campaign (the queue is shared), enrolments added since are computed, closure
+    elsewhere is re-judged when the window's last day moved, and the whole campaign is
+    rebuilt the first time, when the definition changed, or when more than
+    ``INCREMENTAL_LIMIT`` patients changed. Writes and flushes; the caller commits (a
+    rollback leaves the queue as it was)."""
+    now = now or utcnow()
+    as_of = window_end(campaign, now)
+    definition = _definition(session, campaign)
+    state = session.get(EnrolmentFactRefresh, campaign.id)
+    if (state is not None and state.definition == definition and state.closure_as_of == as_of
+            and session.scalar(select(EnrolmentFactChange.id).limit(1)) is None
+            and not _enrolments_without_facts(session, campaign)):
+        return
+    kept_ids = set(session.scalars(select(EnrolmentFactRefresh.campaign_id)))
+    # Serialise refreshes (PostgreSQL; SQLite's write lock already does). NO KEY UPDATE
+    # doesn't block the inserts whose foreign keys point at these campaigns.
+    session.execute(select(Campaign.id).where(Campaign.id.in_(kept_ids | {campaign.id})).order_by(Campaign.id)
+                    .with_for_update(key_share=True))
+    kept = {s.campaign_id: s for s in session.scalars(select(EnrolmentFactRefresh)
+                                                        .execution_options(populate_existing=True))}
+    state = kept.get(campaign.id)
+    rebuild = state is None or state.definition != definition
+    changed = set(session.scalars(delete(EnrolmentFactChange).returning(EnrolmentFactChange.patient_id)))
+    if len(changed) > INCREMENTAL_LIMIT:
+        for other in kept.values():
+            if other.campaign_id != campaign.id:
+                session.delete(other)  # rebuilt when next read
+        rebuild = True
+    elif changed:
+        for campaign_id, other in kept.items():
+            if campaign_id != campaign.id or not rebuild:
+                _store_facts(session, session.get(Campaign, campaign_id), other.closure_as_of, list(changed))
+    if not rebuild:
+        added = session.scalars(select(Enrolment.patient_id).where(
+            Enrolment.campaign_id == campaign.id,
+            ~select(EnrolmentFact.enrolment_id).where(EnrolmentFact.enrolment_id == Enrolment.id).exists())
+            .distinct().limit(INCREMENTAL_LIMIT + 1)).all()
+        if len(added) > INCREMENTAL_LIMIT:
+            rebuild = True
+        elif added:
+            _store_facts(session, campaign, state.closure_as_of, added)
+    if rebuild:
+        _store_facts(session, campaign, as_of)
+    elif state.closure_as_of != as_of:
+        _rejudge_closure(session, campaign, as_of)
+    if state is None:
+        state = EnrolmentFactRefresh(campaign_id=campaign.id)
+        session.add(state)
+    state.definition, state.closure_as_of, state.refreshed_at = definition, as_of, utcnow()
+    session.flush()
+
+
+def _facts(campaign: Campaign, now: datetime):
+    """The stored facts of one campaign as the metrics read them, plus what depends on the
+    clock: whether a live booking is still to come, whether retention is due yet, the age
+    band on launch day (today before launch), and the location's current name."""
+    f = EnrolmentFact
+    steps = _steps_of(campaign)
+    closed = _flag(or_(f.gap_visit == 1, f.closed_elsewhere == 1))
+    retention = {days: case((and_(f.won_back == 1, f.visit_at <= now - timedelta(days=days)),
+                             getattr(f, f"came_back_{days}")), else_=None)
+                 for days in RETENTION_DAYS}
+    flags = [_has(f.sent_steps, step).label(f"sent_step_{step}") for step in steps]
+    flags += [_has(f.delivered_steps, step).label(f"delivered_step_{step}") for step in steps]
+    flags += [_has(f.sent_channels, i).label(f"sent_{channel}") for i, channel in enumerate(CHANNELS)]
+    flags += [_has(f.delivered_channels, i).label(f"delivered_{channel}") for i, channel in enumerate(CHANNELS)]
+    flags += [_has(f.opted_out_channels, i).label(f"opted_out_{key}") for i, key in enumerate(OPT_OUT_KEYS)]
+    query = (
+        select(f.enrolment_id, f.patient_id, f.arm.label("variant"), f.tier, f.language, f.care_gap,
+               _age_band(f.birth_date, (campaign.launched_at or now).date()).label("age_band"), f.channel,
+               func.coalesce(Location.name, "").label("location"), f.step, f.enrolled_at, f.first_sent_at,
+               f.delivered, f.opened, f.verified, f.opted_out, f.first_booked_at, f.booked_by_staff,
+               _outcome(f.attended, f.live_until, f.no_show, f.first_booked_at, now).label("outcome"),
+               f.visit_at, f.won_back, closed.label("closed"),
+               _flag(and_(f.care_gap == REFILL_GAP, or_(f.refill_completed == 1, closed == 1))).label("refill_done"),
+               retention[30].label("returned_30"), retention[90].label("returned_90"),
+               f.seconds_to_book, f.seconds_to_visit, *flags)
+        .outerjoin(Location, Location.id == f.location_id)
+        .where(f.campaign_id == campaign.id)
     )
     # Read by every part of the report statement: materialise it once (PostgreSQL 12+, SQLite 3.35+).
     return query.cte("facts").prefix_with("MATERIALIZED")
@@ -529,7 +687,7 @@ def _report_statement(facts, stages: tuple[Stage, ...], extra: tuple[Stage, ...]
             group_key, sums = source.c.key, [func.sum(source.c[stage.key]).label(stage.key) for stage in counted]
         else:
             group_key = key
-            sums = [func.sum(case((stage.flag(f), 1), else_=0)).label(stage.key) for stage in counted]
+            sums = [func.sum(cast(stage.flag(f), Integer)).label(stage.key) for stage in counted]
         missing = [no_int.label(stage.key) for stage in extra] if dim != "all" else []
         parts.append(select(literal("count").label("part"), literal(dim).label("dim"), group_key.label("key"),
                             no_text.label("measure"), no_int.label("n"), no_int.label("rn"),
@@ -560,9 +718,10 @@ def _report_statement(facts, stages: tuple[Stage, ...], extra: tuple[Stage, ...]
 
 
 def _no_jit(session: Session) -> None:
-    """PostgreSQL would JIT-compile this wide, one-off statement (its cost estimate is far
-    past jit_above_cost), and compiling took longer than running it: ~10 s against ~3 s
-    at 100 000 enrolments (bench/dashboard.py). For this transaction only."""
+    """PostgreSQL would JIT-compile the wide, one-off statements here (the facts' refresh and
+    the report; their cost estimates are far past jit_above_cost), and compiling took longer
+    than running them: ~10 s against ~3 s at 100 000 enrolments (bench/dashboard.py). For
+    this transaction only."""
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SET LOCAL jit = off"))
 
@@ -623,16 +782,18 @@ def _sort_key(dim: str):
 def campaign_report(session: Session, campaign: Campaign, now: datetime | None = None,
                     dimensions: Iterable[str] = tuple(DIMENSIONS)) -> CampaignReport:
     """Every metric of one campaign, overall and broken down by each of ``dimensions``
-    ("variant" always, for the experiment), in one statement over the facts CTE plus one
-    small query for help requests. Reads only. Raises KeyError for an unknown dimension."""
+    ("variant" always, for the experiment), in one statement over the stored facts plus one
+    small query for help requests. Refreshes the facts first (``refresh_facts``: writes and
+    flushes, the caller commits). Raises KeyError for an unknown dimension."""
     now = now or utcnow()
     dims = tuple(dict.fromkeys(("variant", *dimensions)))
     for dim in dims:
         DIMENSIONS[dim]  # noqa: B018 - KeyError for a dimension we don't know
     extra = extra_stages(campaign)
-    facts = build_facts(campaign, now)
-    fold = _someone_enrolled_twice(session, campaign)
     _no_jit(session)
+    refresh_facts(session, campaign, now)
+    facts = _facts(campaign, now)
+    fold = _someone_enrolled_twice(session, campaign)
     counts: dict[tuple[str, object], dict[str, int]] = {}
     ranks: dict[tuple[str, object, str], dict] = {}
     weekly: dict[str, list[tuple[int, int]]] = {}
@@ -695,13 +856,12 @@ def campaign_overview(session: Session, now: datetime | None = None) -> list[Cam
     if not campaigns:
         return []
     ids = [c.id for c in campaigns]
-    appointments = _appointment_outcomes(ids, now)
+    appointments = _appointment_outcomes(ids)
     a = appointments.c
     facts = (select(Enrolment.campaign_id, Enrolment.patient_id,
                     case((Enrolment.holdout.is_(True), 1), else_=0).label("held"),
                     a.first_booked_at, func.coalesce(a.won_back, 0).label("won_back"),
-                    case((a.attended == 1, "kept"), (a.live_future == 1, "upcoming"), (a.live == 1, "unrecorded"),
-                         (a.no_show == 1, "no_show"), (a.first_booked_at.is_not(None), "cancelled")).label("outcome"))
+                    _outcome(a.attended, a.live_until, a.no_show, a.first_booked_at, now).label("outcome"))
              .outerjoin(appointments, appointments.c.enrolment_id == Enrolment.id)
              .where(Enrolment.campaign_id.in_(ids)).subquery("overview_facts"))
     f = facts.c
@@ -734,12 +894,15 @@ def patients_in_cell(session: Session, campaign: Campaign, stage: str, dim: str 
                      key: str | None = None, now: datetime | None = None,
                      limit: int = MAX_DRILL_DOWN) -> list[CellPatient]:
     """The patients behind one number of the report (a stage, optionally within one row of a
-    breakdown), at most ``limit``. Raises KeyError for an unknown stage or dimension."""
+    breakdown), at most ``limit``, from the facts refreshed first (writes and flushes, the
+    caller commits). Raises KeyError for an unknown stage or dimension."""
     now = now or utcnow()
     flag = {s.key: s for s in STAGES + extra_stages(campaign)}[stage].flag
     if dim is not None:
         DIMENSIONS[dim]  # noqa: B018 - KeyError for a dimension we don't know
-    facts = build_facts(campaign, now)
+    _no_jit(session)
+    refresh_facts(session, campaign, now)
+    facts = _facts(campaign, now)
     f = facts.c
     conditions = [flag(f)]
     if dim is not None:

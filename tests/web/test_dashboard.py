@@ -10,8 +10,8 @@ import re
 import pytest
 from sqlalchemy import select
 
-from portal.models import AuditEntry, Campaign, Enrolment, Patient
-from tests.services.test_analytics import log, rules  # noqa: F401  (the hand-made event log fixtures)
+from portal.models import Appointment, AuditEntry, Campaign, Enrolment, Patient
+from tests.services.test_analytics import days, log, rules  # noqa: F401  (the hand-made event log fixtures)
 from tests.staff_helpers import make_staff, sign_in
 
 
@@ -56,6 +56,21 @@ def test_the_page_reads_in_spanish(db, client, log, rules, manager):
     page = client.get(f"/staff/dashboard/{log.campaign.id}").get_data(as_text=True)
     assert 'lang="es"' in page
     assert "66,7" in page  # numbers in Spanish conventions, whatever the catalogue holds
+
+
+def test_a_booking_and_a_visit_marked_attended_show_on_the_next_view(db, client, log, rules, manager):
+    db.commit()
+    funnel = re.compile(r'<desc id="funnel-desc">(.*?)</desc>', re.S)
+    page = client.get(f"/staff/dashboard/{log.campaign.id}").get_data(as_text=True)
+    assert "Booked: 8 (66.7%)" in funnel.search(page).group(1)
+    assert "Came to the visit: 4 (33.3%)" in funnel.search(page).group(1)
+    log.book(log.people["Hal"], days(31), days(33), via="staff")
+    kim = db.scalar(select(Appointment).where(Appointment.enrolment_id == log.people["Kim"].id))
+    kim.status = "attended"
+    db.commit()
+    page = client.get(f"/staff/dashboard/{log.campaign.id}").get_data(as_text=True)
+    assert "Booked: 9 (75.0%)" in funnel.search(page).group(1)
+    assert "Came to the visit: 5 (41.7%)" in funnel.search(page).group(1)
 
 
 def test_another_breakdown_is_one_choice_away(db, client, log, rules, manager):

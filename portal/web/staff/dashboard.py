@@ -150,6 +150,7 @@ def campaign_dashboard(campaign_id: int):
     campaign = _campaign(campaign_id)
     by = _breakdown_choice()
     report = analytics.campaign_report(db.session, campaign, dimensions=(by,))
+    commit()  # keep the facts just refreshed, so the next view only recomputes what changes after this one
     tables = _tables(report)
     return render_template(
         "staff/dashboard/campaign.html", campaign=campaign, report=report, tables=tables, by=by,
@@ -167,6 +168,7 @@ def campaign_dashboard_csv(campaign_id: int, table_key: str):
     if table_key.startswith("by_") and table_key[3:] in DIMENSIONS:
         dims = (table_key[3:],)
     report = analytics.campaign_report(db.session, campaign, dimensions=dims)
+    commit()
     tables = _tables(report)
     if table_key not in tables:
         abort(404)
