@@ -31,7 +31,7 @@ class ClinicalFact(Base):
         UniqueConstraint("source", "source_key"),  # re-importing the same file changes nothing
         Index("ix_clinical_fact_patient_kind_code", "patient_id", "kind", "code"),
         Index("ix_clinical_fact_kind_code_date", "kind", "code", "started_on"),
-    )
+    )  # and on PostgreSQL, multivariate statistics on (kind, system, code): migration 0008
     id: Mapped[intpk]
     patient_id: Mapped[int] = mapped_column(ForeignKey("patient.id"))
     kind: Mapped[str16]
