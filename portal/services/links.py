@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 
 from flask import current_app
 from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from portal.models import Enrolment, Link, utcnow
@@ -52,17 +52,40 @@ def issue_link(session: Session, enrolment: Enrolment, now: datetime | None = No
     """
     now = now or utcnow()
     nonce = nonce or secrets.token_urlsafe(16)
-    session.execute(
-        update(Link)
-        .where(Link.enrolment_id == enrolment.id, Link.purpose == purpose, Link.revoked_at.is_(None))
-        .values(revoked_at=now, revoked_reason="superseded")
-    )
-    lifetime = timedelta(days=enrolment.campaign.link_lifetime_days)
-    link = Link(enrolment_id=enrolment.id, purpose=purpose, nonce_hash=keyed_hash(nonce, "link"),
-                issued_at=now.replace(microsecond=0), expires_at=now + lifetime)
+    _supersede(session, [enrolment.id], purpose, now)
+    link = Link(**_link_row(enrolment, purpose, nonce, now))
     session.add(link)
     session.flush()
     return link, token_for(link, nonce)
+
+
+def issue_links(session: Session, enrolments: list[Enrolment], now: datetime,
+                purpose: str = INVITE) -> list[tuple[int, str]]:
+    """issue_link for many enrolments at once: one UPDATE supersedes their older
+    links, one multi-row INSERT adds the new ones, one serializer signs them all.
+    Returns (link id, token) in the order of `enrolments`."""
+    if not enrolments:
+        return []
+    _supersede(session, [e.id for e in enrolments], purpose, now)
+    nonces = [secrets.token_urlsafe(16) for _ in enrolments]
+    ids = session.scalars(insert(Link).returning(Link.id, sort_by_parameter_order=True),
+                          [_link_row(e, purpose, n, now) for e, n in zip(enrolments, nonces)]).all()
+    serializer = _serializer(purpose, now.replace(microsecond=0))
+    return [(link_id, serializer.dumps({"p": purpose, "n": nonce})) for link_id, nonce in zip(ids, nonces)]
+
+
+def _supersede(session: Session, enrolment_ids: list[int], purpose: str, now: datetime) -> None:
+    session.execute(
+        update(Link)
+        .where(Link.enrolment_id.in_(enrolment_ids), Link.purpose == purpose, Link.revoked_at.is_(None))
+        .values(revoked_at=now, revoked_reason="superseded")
+    )
+
+
+def _link_row(enrolment: Enrolment, purpose: str, nonce: str, now: datetime) -> dict:
+    return dict(enrolment_id=enrolment.id, purpose=purpose, nonce_hash=keyed_hash(nonce, "link"),
+                issued_at=now.replace(microsecond=0),
+                expires_at=now + timedelta(days=enrolment.campaign.link_lifetime_days))
 
 
 def resolve_token(session: Session, token: str, now: datetime | None = None, purpose: str = INVITE) -> Link:

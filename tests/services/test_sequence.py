@@ -2,16 +2,19 @@
 holdout silence, and nothing more once the patient books or says stop."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+import threading
+from datetime import date, datetime, timedelta, timezone
 
-from sqlalchemy import select
+import pytest
+from sqlalchemy import delete, func, select
 
-from portal.models import Event, OutboxMessage, OutboxStatus
+from portal.models import ChannelConsent, Enrolment, Event, Link, OutboxMessage, OutboxStatus, Patient
 from portal.services.availability import appointment_types_for
 from portal.services.booking import book_slot
 from portal.services.responses import opt_out
 from portal.services.sequence import run_due_steps
 from tests.factories import add_slots, future_day, invite_patient, make_clinic
+from tests.services.test_dispatch import Committed, postgres_only
 
 DAY = timedelta(days=1)
 
@@ -143,3 +146,59 @@ def test_the_booking_is_credited_to_the_link_that_was_used(db, in_app, client):
     booked = db.scalar(select(Event).where(Event.enrolment_id == person.enrolment.id, Event.kind == "booked"))
     assert booked.detail["link_id"] == sent.detail["link_id"]
     assert sent.detail["step"] == 0 and sent.detail["channel"] == "sms" and sent.detail["variant"] == "A"
+
+
+@pytest.fixture()
+def committed(app):
+    world = Committed(app)
+    yield world
+    with world.factory() as session:  # links are not Committed's to clean up
+        session.execute(delete(Link).where(Link.enrolment_id.in_(
+            select(Enrolment.id).where(Enrolment.patient_id.in_(world.patient_ids)))))
+        session.commit()
+    world.cleanup()
+
+
+@postgres_only
+@pytest.mark.concurrency
+def test_a_run_in_progress_is_skipped_by_a_second_run_not_repeated(committed, app):
+    """Every dispatcher runs the sequence before sending: on PostgreSQL a second run
+    takes other enrolments instead of queueing (or waiting on) the first run's."""
+    now = datetime.now(timezone.utc)
+    with committed.factory() as session:
+        setup = make_clinic(session)
+        committed.clinic_ids.append(setup.clinic.id)
+        setup.campaign.channels, setup.campaign.step_days = ["sms"], [0, 7]
+        for n in range(6):
+            patient = Patient(given_name=f"Seq{n}", family_name="Test", birth_date=date(1960, 1, 1),
+                              phone=f"+1773556{n:04d}", email="", time_zone="America/Chicago")
+            session.add(patient)
+            session.flush()
+            committed.patient_ids.append(patient.id)
+            session.add_all([ChannelConsent(patient_id=patient.id, channel="sms", granted=True, source="test",
+                                            updated_at=now),
+                             Enrolment(campaign_id=setup.campaign.id, patient_id=patient.id,
+                                       care_gap_code="annual_wellness", created_at=now, next_step_at=now)])
+        session.commit()
+    holder = committed.factory()
+    result = {}
+
+    def second_run() -> None:
+        with app.test_request_context(), committed.factory() as session:
+            result["advanced"] = run_due_steps(session, now, limit=10)
+            session.commit()
+
+    with app.test_request_context():
+        assert run_due_steps(holder, now, limit=3) == 3  # locked, not committed
+        thread = threading.Thread(target=second_run)
+        thread.start()
+        thread.join(timeout=30)
+        assert not thread.is_alive(), "the second run waited on the first one's enrolments"
+        holder.commit()
+    holder.close()
+    assert result["advanced"] == 3
+    with committed.factory() as session:
+        per_enrolment = session.execute(
+            select(OutboxMessage.enrolment_id, func.count()).where(OutboxMessage.patient_id.in_(committed.patient_ids))
+            .group_by(OutboxMessage.enrolment_id)).all()
+    assert len(per_enrolment) == 6 and {count for _id, count in per_enrolment} == {1}
