@@ -26,6 +26,13 @@ class Sent:
 
 
 class MessageChannel(Protocol):
+    """`send` hands one message to the provider. A channel that can take many in one
+    call (the portal inbox, the dev outbox, a provider's bulk API) may also offer
+    `send_many(messages) -> list[Sent | None | ChannelError]`, one result per message
+    in order: the dispatcher then makes one call per batch and writes the outcomes in
+    one transaction. A crash between the call and that commit re-sends the whole call
+    (with the same idempotency keys), so only channels where that is harmless offer it."""
+
     def send(self, message: OutboxMessage) -> Sent | None: ...
 
 

@@ -16,3 +16,7 @@ class DevOutboxChannel:
             # Printed, not logged: this is the developer's stand-in for a phone.
             print(f"[dev outbox] {message.channel} to {message.recipient}: {message.subject or ''}\n"
                   f"{message.body_text}\n", file=sys.stderr, flush=True)
+
+    def send_many(self, messages: list[OutboxMessage]) -> list[None]:
+        """Nothing leaves the machine, so a whole batch is one hand-off."""
+        return [self.send(message) for message in messages]

@@ -14,6 +14,10 @@ class PortalInboxChannel:
     def send(self, message: OutboxMessage) -> Sent:
         return Sent(provider_message_id=f"inbox-{message.id}", delivered=True)
 
+    def send_many(self, messages: list[OutboxMessage]) -> list[Sent]:
+        """Nothing leaves the building, so a whole batch is one hand-off."""
+        return [self.send(message) for message in messages]
+
 
 def inbox_for(session: Session, patient_id: int, limit: int = 50) -> list[OutboxMessage]:
     """The patient's inbox, newest first: portal messages that have been sent."""

@@ -1,7 +1,7 @@
 """Send what the outbox holds, after the transaction that wrote it has committed.
 
-A batch is its own unit of work, like a request, in two short transactions and
-no transaction held open while a provider is called:
+A batch is its own unit of work, like a request, and no transaction is held open
+while a provider is called:
 
 1. Claim. Due rows are selected with FOR UPDATE SKIP LOCKED (PostgreSQL; SQLite
    serialises writers, so run one dispatcher there). Each is checked again: consent
@@ -9,13 +9,19 @@ no transaction held open while a provider is called:
    campaign messages cancelled), quiet hours and frequency caps (→ deferred). The
    rest get a lease (`claimed_until`) and an attempt, and the claim is COMMITTED
    before anything is sent, so other dispatchers skip them.
-2. Send. Each claimed row goes to its channel with an idempotency key that is the
-   same on every attempt, and is then marked sent (or scheduled for a retry with
-   exponential backoff, or dead-lettered) in its own small commit.
+2. Send, one provider call at a time: a message per call (`send`), or all of a
+   channel's messages in one call for channels that take many (`send_many`: the
+   portal inbox, the dev outbox). Before each call one SELECT takes a last look at
+   its messages (cancelled by a STOP, channel refused since the claim, lease lost);
+   after it the outcomes (sent, retry with exponential backoff, dead letter) are
+   written with one executemany per kind, in the same transaction as the next
+   call's last look, so each call's outcomes are durable before the next call.
 
-A dispatcher that dies between the two leaves rows whose lease runs out; the next
-run claims them again and the provider's idempotency key drops a second copy. A
-row that keeps killing its dispatcher is dead-lettered after `max_attempts` claims.
+A dispatcher that dies between a call and its commit leaves rows whose lease runs
+out; the next run claims them again and the idempotency keys let the provider drop
+the second copy (so a `send_many` channel must be one where re-sending a whole call
+is harmless). A row that keeps killing its dispatcher is dead-lettered after
+`max_attempts` claims.
 """
 from __future__ import annotations
 
@@ -25,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import and_, case, func, or_, select, update
+from sqlalchemy import and_, bindparam, case, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from portal.channels import ChannelError, MessageChannel, PermanentChannelError, Sent
@@ -290,65 +296,132 @@ def _backoff(policy: DispatchPolicy, attempts: int) -> timedelta:
     return min(policy.retry_base * (2 ** max(attempts - 1, 0)), policy.retry_max)
 
 
-def _send_one(session: Session, channels: dict[str, MessageChannel], message: OutboxMessage, lease: datetime,
-              now: datetime, policy: DispatchPolicy, report: DispatchReport) -> None:
-    # Last look, in a transaction of its own that ends before the provider is called:
-    # a STOP may have cancelled it, or a slow batch may have lost its lease.
-    status, claimed_until = session.execute(
-        select(OutboxMessage.status, OutboxMessage.claimed_until).where(OutboxMessage.id == message.id)).one()
-    session.commit()
-    if status != OutboxStatus.PENDING or claimed_until != lease:
-        return
-    if policy.fault_hook:
-        policy.fault_hook("claimed", message)
-    channel = channels.get(message.channel)
-    error: ChannelError | None = None
-    result: Sent | None = None
+_outbox = OutboxMessage.__table__
+# Outcomes are written with executemany, one statement per kind for a whole hand-off.
+# Sent is the truth even if a STOP cancelled the row while the provider had it.
+_MARK_SENT = (update(_outbox)
+              .where(_outbox.c.id == bindparam("b_id"), _outbox.c.status != OutboxStatus.SENT)
+              .values(status=OutboxStatus.SENT, sent_at=bindparam("b_at", type_=_outbox.c.sent_at.type),
+                      claimed_until=None, last_error="",
+                      provider_message_id=func.coalesce(
+                          bindparam("b_provider_id", type_=_outbox.c.provider_message_id.type),
+                          _outbox.c.provider_message_id),
+                      delivered_at=func.coalesce(bindparam("b_delivered", type_=_outbox.c.delivered_at.type),
+                                                 _outbox.c.delivered_at)))
+# Not sent: a retry later (status stays pending), a dead letter, or cancelled at the last look.
+_MARK_UNSENT = (update(_outbox)
+                .where(_outbox.c.id == bindparam("b_id"), _outbox.c.status == OutboxStatus.PENDING)
+                .values(status=bindparam("b_status", type_=_outbox.c.status.type), claimed_until=None,
+                        last_error=bindparam("b_error", type_=_outbox.c.last_error.type),
+                        next_attempt_at=func.coalesce(bindparam("b_next", type_=_outbox.c.next_attempt_at.type),
+                                                      _outbox.c.next_attempt_at)))
+
+
+@dataclass
+class _Outcomes:
+    """What one hand-off to a channel came to, written in the next transaction."""
+
+    sent: list[dict] = field(default_factory=list)
+    unsent: list[dict] = field(default_factory=list)
+
+    def write(self, session: Session) -> None:
+        if self.sent:
+            session.execute(_MARK_SENT, self.sent)
+        if self.unsent:
+            session.execute(_MARK_UNSENT, self.unsent)
+        self.sent, self.unsent = [], []
+
+
+def _hand_offs(messages: list[OutboxMessage], channels: dict[str, MessageChannel]) -> list[list[OutboxMessage]]:
+    """The batch cut into provider calls, in claim order: all of a channel's messages
+    in one call when the channel takes many at once (`send_many`), else one each."""
+    groups: list[list[OutboxMessage]] = []
+    together: dict[str, list[OutboxMessage]] = {}
+    for message in messages:
+        if not hasattr(channels.get(message.channel), "send_many"):
+            groups.append([message])
+        elif message.channel in together:
+            together[message.channel].append(message)
+        else:
+            together[message.channel] = [message]
+            groups.append(together[message.channel])
+    return groups
+
+
+def _last_look(session: Session, group: list[OutboxMessage]) -> tuple[list[OutboxMessage], list[OutboxMessage]]:
+    """(still ours to send, opted out since the claim), in one SELECT: a STOP may have
+    cancelled a row or refused its channel, or a slow batch may have lost its lease."""
+    refused = exists().where(ChannelConsent.patient_id == OutboxMessage.patient_id,
+                             ChannelConsent.granted.is_(False),
+                             or_(ChannelConsent.channel == OutboxMessage.channel, ChannelConsent.channel == "all"))
+    rows = {id_: (status, claimed_until, opted_out) for id_, status, claimed_until, opted_out in session.execute(
+        select(OutboxMessage.id, OutboxMessage.status, OutboxMessage.claimed_until, refused)
+        .where(OutboxMessage.id.in_([m.id for m in group])))}
+    live, opted_out = [], []
+    for message in group:
+        status, claimed_until, refusal = rows.get(message.id, (None, None, False))
+        if status != OutboxStatus.PENDING or claimed_until != message.claimed_until:
+            continue
+        if refusal and message.template not in EXEMPT_FROM_CONSENT:
+            opted_out.append(message)
+        else:
+            live.append(message)
+    return live, opted_out
+
+
+def _hand_off(channel: MessageChannel | None, messages: list[OutboxMessage]) -> list[Sent | ChannelError | None]:
+    """One provider call: each message's Sent (or None), or the ChannelError it met."""
     try:
         if channel is None:
-            raise PermanentChannelError(f"no channel {message.channel!r}")
-        result = channel.send(message)
+            raise PermanentChannelError(f"no channel {messages[0].channel!r}")
+        send_many = getattr(channel, "send_many", None)
+        results = list(send_many(messages)) if send_many else [channel.send(messages[0])]
+        if len(results) != len(messages):
+            raise TypeError(f"{len(results)} results for {len(messages)} messages")
+        return results
     except ChannelError as exc:
-        error = exc
+        return [exc] * len(messages)
     except Exception as exc:  # a bug in a channel must not stop the other messages
-        log.exception("channel %s raised on outbox message %s", message.channel, message.id)
-        error = ChannelError(f"{type(exc).__name__}")
-    if error is None:
-        if policy.fault_hook:
-            policy.fault_hook("sent", message)
-        values = {"status": OutboxStatus.SENT, "sent_at": now, "claimed_until": None, "last_error": ""}
-        if result is not None and result.provider_message_id:
-            values["provider_message_id"] = result.provider_message_id[:64]
-        if result is not None and result.delivered:
-            values["delivered_at"] = now
-        # Sent is the truth even if a STOP cancelled the row while the provider had it.
-        session.execute(update(OutboxMessage).where(OutboxMessage.id == message.id,
-                                                    OutboxMessage.status != OutboxStatus.SENT)
-                        .values(**values).execution_options(synchronize_session=False))
-        report.sent += 1
-        report.sent_ids.append(message.id)
-    else:
-        final = isinstance(error, PermanentChannelError) or message.attempts >= policy.max_attempts
-        values = {"claimed_until": None, "last_error": str(error)[:200] or type(error).__name__}
+        log.exception("channel %s raised on outbox messages %s", messages[0].channel, [m.id for m in messages])
+        return [ChannelError(type(exc).__name__)] * len(messages)
+
+
+def _send(channels: dict[str, MessageChannel], group: list[OutboxMessage], now: datetime, policy: DispatchPolicy,
+          report: DispatchReport, outcomes: _Outcomes) -> None:
+    if policy.fault_hook:
+        for message in group:
+            policy.fault_hook("claimed", message)
+    results = _hand_off(channels.get(group[0].channel), group)
+    for message, result in zip(group, results):
+        if not isinstance(result, ChannelError):
+            if policy.fault_hook:
+                policy.fault_hook("sent", message)
+            outcomes.sent.append({"b_id": message.id, "b_at": now,
+                                  "b_provider_id": (result.provider_message_id[:64] or None) if result else None,
+                                  "b_delivered": now if result is not None and result.delivered else None})
+            report.sent += 1
+            report.sent_ids.append(message.id)
+            continue
+        final = isinstance(result, PermanentChannelError) or message.attempts >= policy.max_attempts
+        error = str(result)[:200] or type(result).__name__
+        outcomes.unsent.append({"b_id": message.id, "b_error": error,
+                                "b_status": OutboxStatus.DEAD if final else OutboxStatus.PENDING,
+                                "b_next": None if final else now + _backoff(policy, message.attempts)})
         if final:
-            values["status"] = OutboxStatus.DEAD
             report.dead += 1
         else:
-            values["next_attempt_at"] = now + _backoff(policy, message.attempts)
             report.retried += 1
-        session.execute(update(OutboxMessage).where(OutboxMessage.id == message.id,
-                                                    OutboxMessage.status == OutboxStatus.PENDING)
-                        .values(**values).execution_options(synchronize_session=False))
         log.warning("outbox message %s on %s failed (attempt %s): %s", message.id, message.channel,
-                    message.attempts, values["last_error"])
-    session.commit()
+                    message.attempts, error)
 
 
 def dispatch_batch(session: Session, channels: dict[str, MessageChannel], now: datetime | None = None,
                    limit: int = 100, policy: DispatchPolicy | None = None) -> DispatchReport:
-    """Claim up to `limit` due messages, commit the claim, send each and commit its
-    outcome. This is a unit-of-work boundary (like a request or a CLI command): it
-    commits on `session`, and expects no uncommitted work in it."""
+    """Claim up to `limit` due messages and commit the claim; then, per provider call,
+    take a last look, hand the messages over, and write their outcomes in the same
+    transaction as the next call's last look. This is a unit-of-work boundary (like a
+    request or a CLI command): it commits on `session`, and expects no uncommitted
+    work in it."""
     now = now or utcnow()
     policy = policy or _policy_from_app()
     report = DispatchReport()
@@ -357,8 +430,19 @@ def dispatch_batch(session: Session, channels: dict[str, MessageChannel], now: d
     # BEGIN IMMEDIATE would hold the write lock through a provider call).
     copies = [_detached_copy(m) for m in claimed]
     session.commit()
-    for message in copies:
-        _send_one(session, channels, message, message.claimed_until, now, policy, report)
+    outcomes = _Outcomes()
+    for group in _hand_offs(copies, channels):
+        outcomes.write(session)
+        live, opted_out = _last_look(session, group)
+        session.commit()  # the previous call's outcomes are durable before the next call
+        for message in opted_out:
+            outcomes.unsent.append({"b_id": message.id, "b_status": OutboxStatus.CANCELLED,
+                                    "b_error": "opted out", "b_next": None})
+            report.cancelled += 1
+        if live:
+            _send(channels, live, now, policy, report, outcomes)
+    outcomes.write(session)
+    session.commit()
     for message in claimed:
         session.expire(message)  # the outcome was written with UPDATEs; reload on next use
     if report.handled:

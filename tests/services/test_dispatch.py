@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import delete, select
 from sqlalchemy.orm import sessionmaker
 
-from portal.channels import Sent, build_channels
+from portal.channels import ChannelError, Sent, build_channels
 from portal.channels.portal_inbox import PortalInboxChannel, inbox_for
 from portal.models import (AppointmentType, AppointmentTypeGap, Campaign, ChannelConsent, Clinic, ConsentChange,
                            DeliveryReceipt, Enrolment, EnrolmentStatus, Event, InboundMessage, Location,
@@ -629,3 +629,81 @@ def test_a_claim_in_progress_is_skipped_not_waited_for(committed, app):
     with committed.factory() as session:
         dispatch_batch(session, channels, now=now + POLICY.lease, limit=10, policy=POLICY)
     assert sorted(recorder.sent) == sorted(ids)
+
+
+# --- channels that take a whole batch in one call (send_many) ----------------------
+
+class BatchRecorder(Recorder):
+    """A channel taking many messages per call; the ids in `refuse` fail at the provider."""
+
+    def __init__(self, refuse: frozenset[int] = frozenset()) -> None:
+        super().__init__()
+        self.calls = 0
+        self.refuse = refuse
+
+    def send_many(self, messages: list[OutboxMessage]) -> list:
+        self.calls += 1
+        return [ChannelError("sms provider 503") if m.id in self.refuse else self.send(m) for m in messages]
+
+
+def test_one_message_failing_in_a_batch_call_leaves_the_others_sent(db, in_app):
+    setup = make_clinic(db)
+    now = at("2026-06-10T16:00")
+    messages = [queue(db, patient_in(db, in_app, setup, "America/Chicago", n).patient, None, due=now, step=None,
+                      template="code") for n in range(3)]
+    recorder = BatchRecorder(refuse=frozenset({messages[1].id}))
+    report = dispatch_batch(db, {"sms": recorder, "email": recorder, "portal": PortalInboxChannel()}, now=now,
+                            policy=POLICY)
+    assert recorder.calls == 1 and (report.sent, report.retried) == (2, 1)
+    assert [reload(db, m).status for m in messages] == [OutboxStatus.SENT, OutboxStatus.PENDING, OutboxStatus.SENT]
+    failed = reload(db, messages[1])
+    assert (failed.next_attempt_at, failed.claimed_until, failed.last_error) == (now + POLICY.retry_base, None,
+                                                                               "sms provider 503")
+
+
+def test_an_opt_out_recorded_after_the_claim_stops_the_batch_call(db, in_app):
+    """The consent row changes behind the outbox's back (nothing cancels the queued
+    email): only the last look before the batch call can catch it."""
+    setup = make_clinic(db)
+    first = patient_in(db, in_app, setup, "America/Chicago", 1)
+    second = patient_in(db, in_app, setup, "America/Chicago", 2)
+    now = at("2026-06-10T16:00")
+    text = queue(db, first.patient, first.enrolment, due=now)
+    mail = queue(db, second.patient, second.enrolment, due=now, channel="email")
+    theirs = queue(db, first.patient, None, due=now, step=None, template="code", channel="email")
+
+    def refuse_email(point, message):
+        if point == "claimed" and message.id == text.id:  # both emails are claimed, not yet handed over
+            db.get(ChannelConsent, (second.patient.id, "email")).granted = False
+            db.commit()
+
+    texts, mails = Recorder(), BatchRecorder()
+    report = dispatch_batch(db, {"sms": texts, "email": mails, "portal": PortalInboxChannel()}, now=now,
+                            policy=DispatchPolicy(fault_hook=refuse_email))
+    assert (texts.sent, mails.sent, mails.calls) == ([text.id], [theirs.id], 1)
+    assert report.cancelled == 1
+    assert (reload(db, mail).status, reload(db, mail).last_error) == (OutboxStatus.CANCELLED, "opted out")
+
+
+def test_a_dispatcher_killed_after_a_batch_call_sends_that_call_again_with_the_same_keys(committed):
+    """The outcomes of a batch call are committed together, so a crash between the
+    call and that commit hands the whole call over again (idempotency keys let the
+    provider drop the copies), and nothing is lost."""
+    now = at("2026-06-10T16:00")
+    ids = committed.build(4, due=now, step=None)
+    recorder = BatchRecorder()
+    channels = {"sms": recorder, "email": recorder, "portal": PortalInboxChannel()}
+
+    def crash_after_the_call(point, _message):
+        if point == "sent":
+            raise SimulatedCrash()
+
+    session = committed.factory()
+    with pytest.raises(SimulatedCrash):
+        dispatch_batch(session, channels, now=now, limit=10, policy=DispatchPolicy(fault_hook=crash_after_the_call))
+    session.close()
+    assert set(committed.statuses(ids).values()) == {OutboxStatus.PENDING}
+    with committed.factory() as restarted:
+        assert dispatch_batch(restarted, channels, now=now + POLICY.lease, limit=10, policy=POLICY).sent == 4
+    assert set(committed.statuses(ids).values()) == {OutboxStatus.SENT}
+    assert sorted(recorder.sent) == sorted(ids + ids) and recorder.calls == 2
