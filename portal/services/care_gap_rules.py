@@ -6,7 +6,8 @@ Each rule of the product brief (flow 1, step 2) exists twice, and the two must a
 - a small pure function over one patient's facts (``RULES[code](person, facts, as_of,
   settings) -> bool``), easy to read and to unit-test, used by ``open_gaps``;
 - a set-based SQL query, ``patients_with_gap(session, code, as_of)``, a SELECT of the ids of
-  every patient with the gap, which the audience builder runs as INSERT ... SELECT.
+  every patient with the gap; the audience builder puts the same WHERE clauses
+  (``gap_conditions``) and its exclusions in one INSERT ... SELECT.
 
 Facts are matched on the canonical code system URI and code (``importers.normalize_system``),
 whatever source they came from: a test done elsewhere and imported from another feed
