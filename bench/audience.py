@@ -85,25 +85,7 @@ def generate(engine, patients: int, as_of: date) -> dict[str, int]:
                 for table in ("patient", "clinical_fact", "channel_consent", "outbox_message")}
 
 
-OVERFLOW_AT = 2**31 // 7919  # patient ids above this overflow campaigns._holdout's int4 arithmetic on PostgreSQL
-
-
-def patch_holdout() -> None:
-    """campaigns._holdout computes (patient.id * 7919 + campaign.id * 104729) % 100 in SQL,
-    which overflows PostgreSQL's 32-bit integer once patient ids pass 271 183 ("integer
-    out of range": build_audience fails). The same value with the modulo taken first
-    cannot overflow and gives the same group to every patient. Applied in this process
-    only, to time the build as it would run once campaigns.py is fixed."""
-    from portal.services import campaigns
-    from portal.models import Patient
-
-    def _holdout(campaign):
-        return ((Patient.id % 100) * 7919 + (campaign.id * 104729) % 100) % 100 < campaign.holdout_percent
-
-    campaigns._holdout = _holdout
-
-
-def measure(backend: str, patients: int, patch: bool) -> dict | None:
+def measure(backend: str, patients: int) -> dict | None:
     url = fresh_database(backend, "bench_audience")
     if url is None:
         return None
@@ -117,10 +99,6 @@ def measure(backend: str, patients: int, patch: bool) -> dict | None:
     from portal.extensions import db
     from portal.models import Campaign, CampaignVariant, Clinic
     from portal.services.campaigns import build_audience
-
-    patched = patch and backend == "postgresql" and patients > OVERFLOW_AT
-    if patched:
-        patch_holdout()
 
     with app.app_context():
         session = db.session
@@ -150,7 +128,7 @@ def measure(backend: str, patients: int, patch: bool) -> dict | None:
     db_version = version(engine)
     engine.dispose()
     drop_database(url)
-    return {"version": db_version, "sizes": sizes, "generated": generated, "elapsed": elapsed, "cpu": cpu, "enrolled": enrolled, "returned": returned, "patched": patched,
+    return {"version": db_version, "sizes": sizes, "generated": generated, "elapsed": elapsed, "cpu": cpu, "enrolled": enrolled, "returned": returned,
             "rss_before_mb": rss_before / 1024, "rss_after_mb": rss_after / 1024, "load": load_average()}
 
 
@@ -170,21 +148,19 @@ def report(runs: dict[str, dict]) -> list[str]:
              "before → after | target (wall) | load avg |", "|---|---|---|---|---|---|---|---|---|"]
     for backend, run in runs.items():
         target = TARGETS[backend]
-        lines.append(f"| {run['version']}{' (holdout overflow fix patched in: see below)' if run['patched'] else ''} | {run['sizes']['patient']:,} / {run['sizes']['clinical_fact']:,} | "
+        lines.append(f"| {run['version']} | {run['sizes']['patient']:,} / {run['sizes']['clinical_fact']:,} | "
                      f"{run['generated']:.0f} s | {run['elapsed']:.1f} s | {run['cpu']:.1f} s | {run['enrolled']:,} | "
                      f"{run['rss_before_mb']:.0f} → {run['rss_after_mb']:.0f} MB | <= {target:.0f} s: "
                      f"{'met' if run['elapsed'] <= target else '**missed**'} | {run['load']} |".replace(",", " "))
-    lines += ["", f"**Bug found**: on PostgreSQL, build_audience fails with `integer out of range` as soon as patient "
-              f"ids pass {OVERFLOW_AT:,}".replace(",", " ") + f": `campaigns._holdout` multiplies `patient.id * 7919` in 32-bit integer "
-              "arithmetic. The PostgreSQL figure is measured with the overflow-safe expression "
-              "`((patient.id % 100) * 7919 + (campaign.id * 104729) % 100) % 100` patched in by the bench "
-              "(`--no-patch` to see the failure); same holdout group for every patient.",
+    lines += ["", "Holdout and variant buckets are computed in 64-bit integers since cd02856; before it, PostgreSQL "
+              "failed with `integer out of range` past 271 181 patients and this bench patched the expression in.",
               "", "`enrolled` is counted in the table afterwards; build_audience's own return value: "
               + ", ".join(f"{run['version']}: {run['returned']}" for run in runs.values())
               + (" (they differ: the INSERT ... SELECT rowcount is not reported on that database)."
                  if any(run["returned"] != run["enrolled"] for run in runs.values()) else " (the same)."),
-              "", "The exclusions for patients already booked and already enrolled are part of the same SELECT "
-              "(NOT EXISTS over appointments and enrolments) but those tables are empty here.", "",
+              "", "The exclusion of patients already booked is part of the same SELECT (NOT EXISTS over "
+              "appointments) but that table is empty here; 'already enrolled' is only added when the campaign "
+              "already has enrolments for the gap (a re-run after an import), never in this bench.", "",
               "Reproduce: `.venv/bin/python bench/audience.py --write-readme` (PostgreSQL on 127.0.0.1:5432, user "
               "postgres; the bench creates and drops the database `bench_audience`).", ""]
     return lines
@@ -194,19 +170,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", choices=("sqlite", "postgresql", "both"), default="both")
     parser.add_argument("--patients", type=int, default=1_000_000)
-    parser.add_argument("--no-patch", action="store_true",
-                        help="don't patch the holdout overflow (build_audience then fails on PostgreSQL)")
     parser.add_argument("--write-readme", action="store_true")
     args = parser.parse_args()
     runs = {}
     for backend in ("sqlite", "postgresql") if args.backend == "both" else (args.backend,):
-        run = measure(backend, args.patients, not args.no_patch)
+        run = measure(backend, args.patients)
         if run is None:
             continue
         runs[backend] = run
         print(f"{run['version']}: {run['sizes']} generated in {run['generated']:.1f} s; build_audience "
               f"{run['elapsed']:.2f} s (cpu {run['cpu']:.2f} s), {run['enrolled']} enrolled (build_audience returned {run['returned']}); peak RSS {run['rss_before_mb']:.0f} -> "
-              f"{run['rss_after_mb']:.0f} MB")
+              f"{run['rss_after_mb']:.0f} MB; load {run['load']}")
     if args.write_readme and runs:
         write_section(TITLE, report(runs))
 
