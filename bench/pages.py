@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import re
 import shutil
 import subprocess
@@ -37,9 +38,11 @@ from common import (COOKIE_NAME, ROOT, SHARED_NOTE, Gunicorn, add_patients, anal
 
 TITLE = "Patient pages under load, against bare Flask"
 RATIO_TARGET, P95_TARGET = 0.30, 50.0
+THINK_MS = 1000  # mean time a patient spends on a page before the next request
 LUA = """
 local items = {%s}
 local n = 0
+%s
 request = function()
   n = n + 1
   local item = items[(n %% #items) + 1]
@@ -162,10 +165,15 @@ def server_times(url: str, pages: dict[str, list[tuple[str, str]]], repeat: int)
     return figures
 
 
-def wrk(base: str, items: list[tuple[str, str]], duration: int, connections: int, threads: int) -> dict:
+def wrk(base: str, items: list[tuple[str, str]], duration: int, connections: int, threads: int,
+        think_ms: int = 0) -> dict:
+    """wrk over the (path, cookie) pairs; with think_ms, each connection waits a random
+    0.5-1.5 x think_ms before its next request, like a person reading the page."""
     entries = ", ".join(f'{{"{path}", "{cookie}"}}' for path, cookie in items)
+    delay = (f"delay = function() return math.random({think_ms // 2}, {think_ms * 3 // 2}) end"
+             if think_ms else "")
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(LUA % (entries, COOKIE_NAME))
+        script.write(LUA % (entries, delay, COOKIE_NAME))
     output = subprocess.run(["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{duration}s",
                              "--timeout", "10s", "-s", script.name, base + "/"],
                             capture_output=True, text=True, timeout=duration + 60)
@@ -212,6 +220,14 @@ def measure(backend: str, duration: int, connections: int, workers: int) -> dict
                   f"cpu {r['cpu_p50']:.1f} ms")
         after = wrk(hello.url, [("/", "")], duration, connections, threads)
         print(f"  bare Flask (after): {after['rps']:.0f} req/s, p95 {after['p95']:.1f} ms")
+        # Fifty people using the portal at once: each reads a page for about a second
+        # before the next one, every page of the journey mixed.
+        mixed = [item for name, items in pages.items() if not name.startswith("landing") for item in items]
+        random.Random(7).shuffle(mixed)
+        people = wrk(portal.url, mixed, max(duration, 20), connections, threads, think_ms=THINK_MS)
+        print(f"  {connections} patients reading ~{THINK_MS} ms per page: {people['rps']:.0f} req/s, "
+              f"p50 {people['p50']:.1f}  p95 {people['p95']:.1f}  p99 {people['p99']:.1f} ms  "
+              f"errors {people['errors']}")
         server_errors = portal.errors()
     if server_errors:
         print("gunicorn logged errors:\n" + server_errors[-3000:])
@@ -220,7 +236,7 @@ def measure(backend: str, duration: int, connections: int, workers: int) -> dict
     for r in results.values():
         r["ratio"] = r["rps"] / ceiling
     return {"version": db_version, "hello_before": before, "hello_after": after, "ceiling": ceiling,
-            "pages": results, "load": load_average(), "server_errors": bool(server_errors)}
+            "pages": results, "people": people, "load": load_average(), "server_errors": bool(server_errors)}
 
 
 def report(runs: dict[str, dict], duration: int, connections: int, workers: int) -> list[str]:
@@ -248,7 +264,12 @@ def report(runs: dict[str, dict], duration: int, connections: int, workers: int)
                          f"{r['p99']:.1f} ms | {r['errors']} | {'met' if r['ratio'] >= RATIO_TARGET else '**missed**'} "
                          f"| {'met' if r['p95'] <= P95_TARGET else '**missed**'} | {r['wall_p50']:.1f} ms | "
                          f"{r['cpu_p50']:.1f} ms | {r['bytes']} |")
-        lines.append("")
+        people = run["people"]
+        lines += ["", f"{connections} patients at once, each reading a page for 0.5–1.5 s (wrk's `delay`) before "
+                  f"the next, every page but landing mixed, {max(duration, 20)} s: {people['rps']:.0f} req/s, "
+                  f"p50 {people['p50']:.1f} ms, p95 {people['p95']:.1f} ms, p99 {people['p99']:.1f} ms, "
+                  f"{people['errors']} errors — p95 <= 50 ms: "
+                  f"{'met' if people['p95'] <= P95_TARGET else '**missed**'}.", ""]
     lines += ["Reproduce: `apt-get install -y wrk`, then `.venv/bin/python bench/pages.py --write-readme` "
               "(PostgreSQL on 127.0.0.1:5432, user postgres; the bench creates and drops the database "
               "`bench_pages`).", ""]
