@@ -137,7 +137,7 @@ def report(runs: dict[str, dict]) -> list[str]:
              "clinical facts), contact refusals and recent contacts by set-based `INSERT ... SELECT` "
              "(generate_series on PostgreSQL, a recursive CTE on SQLite), runs ANALYZE, and times "
              "`campaigns.build_audience` for three care gaps (annual wellness, diabetes HbA1c, breast screening) — "
-             "the care-gap rules' set-based SQL (`care_gap_rules.patients_with_gap`) plus every exclusion, one "
+             "the care-gap rules' set-based SQL (`care_gap_rules.gap_conditions`) plus every exclusion, one "
              "`INSERT ... SELECT` per gap — up to its commit. Peak RSS of the Python process (resource.getrusage) "
              "before and after shows memory stays flat.", "",
              f"Last run: {stamp()} on {machine()}.", "", SHARED_NOTE, "",
