@@ -20,6 +20,7 @@ from flask.cli import with_appcontext
 
 from portal.channels import build_channels, channels_on_dev_outbox
 from portal.extensions import db
+from portal.services.analytics import drain_fact_changes
 from portal.services.dispatch import DispatchPolicy, DispatchReport, dispatch_batch, FaultHook
 from portal.services.sequence import run_due_steps
 
@@ -63,6 +64,9 @@ def run_dispatcher(session, channels, policy: DispatchPolicy, *, stop: threading
             advanced = run_due_steps(session, now)  # the campaign sequence queues what is due ...
             session.commit()
             report = dispatch_batch(session, channels, now=now, limit=batch, policy=policy)  # ... and it goes out
+            if report.handled == 0:  # idle: bring the dashboard's facts up to date, keeping their queue short
+                drain_fact_changes(session)
+                session.commit()
         except DBAPIError:
             # A database blip (restart, failover) must not end a long-running
             # dispatcher; leases make a half-done batch safe to pick up again.

@@ -6,11 +6,13 @@ and what was delivered), the event log (links opened, identities verified, opt-o
 the appointment book (bookings, visit outcomes), refills and clinical records
 (``_computed_facts``), and kept in the table ``enrolment_fact``. Before every report,
 ``refresh_facts`` recomputes the rows of the patients whose source rows were written
-since (triggers queue them; see docs/metrics.md, "Freshness"). The report reads the
-rows through ``_facts``, which adds what depends on the clock. Each metric is a flag or
-a duration on that row, defined once below (``STAGES``, ``RATES``, ``DURATIONS``; in
-words in docs/metrics.md), and each table is a GROUP BY over ``facts``. Python never
-loops over enrolments: it only reshapes the few aggregated rows the database returns.
+since (triggers queue them; see docs/metrics.md, "Freshness"). A report reads the rows
+through ``_readable``, which adds what depends on the clock. Each metric is a flag or a
+duration on that row, defined once below (``STAGES``, ``RATES``, ``DURATIONS``; in words
+in docs/metrics.md), and each table is a GROUP BY over the distinct combinations of the
+rows (``_combination_counts``) or, with a patient enrolled twice, over the rows folded per
+patient (``_folded_counts``). Python never loops over enrolments: it only reshapes the
+few aggregated rows the database returns.
 
 Counts are counts of *patients* (``COUNT(DISTINCT patient_id)``): a patient enrolled
 for two care gaps counts once in the campaign total and once in each care-gap row.
@@ -32,7 +34,7 @@ from sqlalchemy import (Float, Integer, String, and_, case, cast, delete, distin
                         null, or_, select, text, true, union_all, update)
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session, aliased
-from sqlalchemy.sql.expression import ColumnElement, FunctionElement
+from sqlalchemy.sql.expression import ColumnElement, FunctionElement, Select
 
 from portal.models import (Appointment, AppointmentTypeGap, Campaign, ClinicalFact, Enrolment, EnrolmentFact,
                            EnrolmentFactChange, EnrolmentFactRefresh, Event, FactKind, HelpRequest, Location,
@@ -140,11 +142,11 @@ OUTCOMES = ("kept", "upcoming", "unrecorded", "no_show", "cancelled")  # a booke
 
 STAGES: tuple[Stage, ...] = (
     Stage("audience", _l("Enrolled"), lambda f: true()),
-    Stage("sent", _l("Sent a message"), lambda f: f.first_sent_at.is_not(None)),
+    Stage("sent", _l("Sent a message"), lambda f: f.sent == 1),
     Stage("delivered", _l("Message delivered"), lambda f: f.delivered == 1),
     Stage("opened", _l("Opened the link"), lambda f: f.opened == 1),
     Stage("verified", _l("Confirmed who they are"), lambda f: f.verified == 1),
-    Stage("booked", _l("Booked"), lambda f: f.first_booked_at.is_not(None)),
+    Stage("booked", _l("Booked"), lambda f: f.booked == 1),
     Stage("booked_by_staff", _l("Booked by staff (phone)"), lambda f: f.booked_by_staff == 1),
     Stage("kept", _l("Came to the visit"), lambda f: f.outcome == "kept"),
     Stage("upcoming", _l("Visit still to come"), lambda f: f.outcome == "upcoming"),
@@ -155,7 +157,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("won_back", _l("Won back"), lambda f: f.won_back == 1),
     Stage("closed", _l("Care gap closed"), lambda f: f.closed == 1),
     Stage("opted_out", _l("Opted out"), lambda f: f.opted_out == 1),
-    Stage("refill_due", _l("Refill campaign patients"), lambda f: f.care_gap == REFILL_GAP),
+    Stage("refill_due", _l("Refill campaign patients"), lambda f: f.refill_due == 1),
     Stage("refill_done", _l("Refill completed"), lambda f: f.refill_done == 1),
     Stage("retention_30_due", _l("Won back 30+ days ago"), lambda f: f.returned_30.is_not(None)),
     Stage("retained_30", _l("Came back again within 30 days"), lambda f: f.returned_30 == 1),
@@ -197,7 +199,7 @@ DIMENSIONS = {
 
 # --- the facts: computed from the sources, kept in enrolment_fact -----------------------------------------
 
-FACTS_VERSION = 1  # bump when a definition below changes: every campaign's facts are then rebuilt on next read
+FACTS_VERSION = 2  # bump when a definition below changes: every campaign's facts are then rebuilt on next read
 INCREMENTAL_LIMIT = 2000  # more patients changed than this: rebuild the campaign's facts in one go instead
 OPT_OUT_KEYS = (*CHANNELS, "all")  # bit i of opted_out_channels
 
@@ -219,6 +221,66 @@ def _mask(conditions: Iterable[ColumnElement[bool]]):
 def _has(mask, bit: int):
     """1 when bit ``bit`` of the mask is set, else 0."""
     return mask.op(">>")(bit).op("&")(1)
+
+
+# The clock-independent 0/1 facts the metric definitions read, each a condition on the stored
+# columns, kept packed in enrolment_fact.flags (bit i: the i-th) so that a report counts the
+# few distinct combinations of them rather than summing each flag over every row.
+FLAGS: dict[str, Callable[[object], ColumnElement[bool]]] = {
+    "sent": lambda c: c.first_sent_at.is_not(None),
+    "delivered": lambda c: c.delivered == 1,
+    "opened": lambda c: c.opened == 1,
+    "verified": lambda c: c.verified == 1,
+    "opted_out": lambda c: c.opted_out == 1,
+    "booked": lambda c: c.first_booked_at.is_not(None),
+    "booked_by_staff": lambda c: c.booked_by_staff == 1,
+    "attended": lambda c: c.attended == 1,
+    "no_show": lambda c: c.no_show == 1,
+    "has_live": lambda c: c.live_until.is_not(None),  # a booking still live, whether its time has passed or not
+    "won_back": lambda c: c.won_back == 1,
+    "closed": lambda c: or_(c.gap_visit == 1, c.closed_elsewhere == 1),
+    "refill_due": lambda c: c.care_gap == REFILL_GAP,
+    "refill_completed": lambda c: c.refill_completed == 1,
+    **{f"came_back_{days}": (lambda c, days=days: c[f"came_back_{days}"] == 1) for days in RETENTION_DAYS},
+    **{f"timed_{d.key}": (lambda c, d=d: c[d.column].is_not(None)) for d in DURATIONS},
+}
+MASKS = ("sent_steps", "delivered_steps", "sent_channels", "delivered_channels", "opted_out_channels")
+
+
+def _packed(c):
+    """``flags`` of stored (or computed) facts columns ``c``."""
+    return _mask(condition(c) for condition in FLAGS.values())
+
+
+def _clock(c, now: datetime) -> list[tuple[str, ColumnElement]]:
+    """What depends on the clock, as (name, 0/1): whether a live booking is still to come,
+    and for each retention window whether the visit won back is at least that long ago."""
+    return [("live_now", _flag(c.live_until > now)),
+            *((f"due_{days}", _flag(c.visit_at <= now - timedelta(days=days))) for days in RETENTION_DAYS)]
+
+
+def _readable(source, campaign: Campaign):
+    """What the metric definitions (``STAGES``, ``extra_stages``) read, over ``source``: stored
+    facts rows, or combinations of them, with ``flags`` and the clock (``_clock``), and for
+    the campaign-wide counts ``MASKS``. Every column of ``source`` passes through."""
+    s = source.c
+    v = {name: _has(s.flags, bit) for bit, name in enumerate(FLAGS)}
+    columns = [value.label(name) for name, value in v.items()]
+    columns += [_outcome(v["attended"] == 1, s.live_now == 1, v["has_live"] == 1, v["no_show"] == 1,
+                         v["booked"] == 1).label("outcome"),
+                _flag(and_(v["refill_due"] == 1, or_(v["refill_completed"] == 1, v["closed"] == 1)))
+                .label("refill_done")]
+    columns += [case((and_(v["won_back"] == 1, s[f"due_{days}"] == 1), v[f"came_back_{days}"]), else_=None)
+                .label(f"returned_{days}") for days in RETENTION_DAYS]
+    if "sent_steps" not in s:  # the steps and channels count campaign-wide only
+        return select(*s, *columns)
+    steps = _steps_of(campaign)
+    columns += [_has(s.sent_steps, step).label(f"sent_step_{step}") for step in steps]
+    columns += [_has(s.delivered_steps, step).label(f"delivered_step_{step}") for step in steps]
+    columns += [_has(s.sent_channels, i).label(f"sent_{channel}") for i, channel in enumerate(CHANNELS)]
+    columns += [_has(s.delivered_channels, i).label(f"delivered_{channel}") for i, channel in enumerate(CHANNELS)]
+    columns += [_has(s.opted_out_channels, i).label(f"opted_out_{key}") for i, key in enumerate(OPT_OUT_KEYS)]
+    return select(*s, *columns)
 
 
 def _steps_of(campaign: Campaign) -> range:
@@ -263,10 +325,11 @@ def _appointment_outcomes(campaign_ids: list[int], patients=None):
     return query.cte("appointment_outcomes")
 
 
-def _outcome(attended, live_until, no_show, first_booked_at, now: datetime):
-    """Where a booked enrolment stands (one of OUTCOMES), or NULL if never booked."""
-    return case((attended == 1, "kept"), (live_until > now, "upcoming"), (live_until.is_not(None), "unrecorded"),
-                (no_show == 1, "no_show"), (first_booked_at.is_not(None), "cancelled"), else_=None)
+def _outcome(attended, live_now, has_live, no_show, booked):
+    """Where a booked enrolment stands (one of OUTCOMES), or NULL if never booked; each
+    argument a condition (``live_now``: a live booking still to come)."""
+    return case((attended, "kept"), (live_now, "upcoming"), (has_live, "unrecorded"), (no_show, "no_show"),
+                (booked, "cancelled"), else_=None)
 
 
 def _messages(campaign: Campaign, patients=None):
@@ -420,7 +483,8 @@ def _computed_facts(campaign: Campaign, as_of: date, patients=None):
                booked_after_step.label("step"),
                case((m.first_sent_at <= a.first_booked_at, seconds_between(m.first_sent_at, a.first_booked_at)))
                .label("seconds_to_book"),
-               case((a.attended == 1, seconds_between(a.first_booked_at, a.visit_at))).label("seconds_to_visit"))
+               case((a.attended == 1, seconds_between(a.first_booked_at, a.visit_at))).label("seconds_to_visit"),
+               whole_weeks_between(Enrolment.created_at, a.first_booked_at).label("weeks_to_book"))
         .join(Patient, Patient.id == Enrolment.patient_id)
         .outerjoin(appointments, a.enrolment_id == Enrolment.id)
         .outerjoin(messages, m.enrolment_id == Enrolment.id)
@@ -450,8 +514,9 @@ def _store_facts(session: Session, campaign: Campaign, as_of: date, patients=Non
     if patients is not None:
         stored = stored.where(EnrolmentFact.patient_id.in_(patients))
     session.execute(stored)
-    computed = _computed_facts(campaign, as_of, patients)
-    session.execute(insert(EnrolmentFact).from_select([c.key for c in computed.selected_columns], computed))
+    computed = _computed_facts(campaign, as_of, patients).subquery("computed")
+    rows = select(*computed.c, _packed(computed.c).label("flags"))
+    session.execute(insert(EnrolmentFact).from_select([c.key for c in rows.selected_columns], rows))
 
 
 def _rejudge_closure(session: Session, campaign: Campaign, as_of: date) -> None:
@@ -463,6 +528,8 @@ def _rejudge_closure(session: Session, campaign: Campaign, as_of: date) -> None:
                            Patient.id == Enrolment.patient_id)
                     .values(closed_elsewhere=_flag(_closed_elsewhere(campaign, as_of)))
                     .execution_options(synchronize_session=False))
+    table = EnrolmentFact.__table__
+    session.execute(update(table).where(table.c.campaign_id == campaign.id).values(flags=_packed(table.c)))
 
 
 def _enrolments_without_facts(session: Session, campaign: Campaign) -> bool:
@@ -471,6 +538,49 @@ def _enrolments_without_facts(session: Session, campaign: Campaign) -> bool:
     enrolled = session.scalar(select(func.count()).where(Enrolment.campaign_id == campaign.id))
     kept = session.scalar(select(func.count()).where(EnrolmentFact.campaign_id == campaign.id))
     return enrolled != kept
+
+
+def _lock_kept(session: Session, also: int | None = None) -> dict[int, EnrolmentFactRefresh]:
+    """The campaigns whose facts are kept (and ``also``), locked: refreshes are serialised
+    (PostgreSQL; SQLite's write lock already does it). NO KEY UPDATE doesn't block the
+    inserts whose foreign keys point at these campaigns."""
+    ids = set(session.scalars(select(EnrolmentFactRefresh.campaign_id))) | ({also} if also else set())
+    session.execute(select(Campaign.id).where(Campaign.id.in_(ids)).order_by(Campaign.id)
+                    .with_for_update(key_share=True))
+    return {s.campaign_id: s for s in session.scalars(select(EnrolmentFactRefresh)
+                                                      .execution_options(populate_existing=True))}
+
+
+def _take_changes(session: Session, kept: dict[int, EnrolmentFactRefresh], current: int | None,
+                  rebuilding: bool) -> bool:
+    """Empty the queue of changed patients into the kept facts: recompute those patients in
+    every campaign whose facts are kept (but ``current`` when it is ``rebuilding`` anyway).
+    With more than ``INCREMENTAL_LIMIT`` of them, forget the other campaigns' facts instead
+    (each is rebuilt on its next read) and return True: ``current`` must be rebuilt."""
+    queued = select(EnrolmentFactChange.patient_id).distinct().limit(INCREMENTAL_LIMIT + 1)
+    if len(session.scalars(queued).all()) > INCREMENTAL_LIMIT:  # (a bulk import queues a million rows)
+        session.execute(delete(EnrolmentFactChange))
+        for campaign_id, state in kept.items():
+            if campaign_id != current:
+                session.delete(state)
+        return True
+    changed = set(session.scalars(delete(EnrolmentFactChange).returning(EnrolmentFactChange.patient_id)))
+    if changed:
+        for campaign_id, state in kept.items():
+            if campaign_id != current or not rebuilding:
+                _store_facts(session, session.get(Campaign, campaign_id), state.closure_as_of, list(changed))
+    return False
+
+
+def drain_fact_changes(session: Session) -> None:
+    """Apply the queued changes to every campaign whose facts are kept, without a report, so
+    the queue stays short where nobody opens a dashboard for months (``portal dispatch`` runs
+    it when idle). Writes and flushes; the caller commits."""
+    if session.scalar(select(EnrolmentFactChange.id).limit(1)) is None:
+        return
+    _no_jit(session)
+    _take_changes(session, _lock_kept(session), None, False)
+    session.flush()
 
 
 def refresh_facts(session: Session, campaign: Campaign, now: datetime | None = None) -> None:
@@ -491,25 +601,11 @@ def refresh_facts(session: Session, campaign: Campaign, now: datetime | None = N
             and session.scalar(select(EnrolmentFactChange.id).limit(1)) is None
             and not _enrolments_without_facts(session, campaign)):
         return
-    kept_ids = set(session.scalars(select(EnrolmentFactRefresh.campaign_id)))
-    # Serialise refreshes (PostgreSQL; SQLite's write lock already does). NO KEY UPDATE
-    # doesn't block the inserts whose foreign keys point at these campaigns.
-    session.execute(select(Campaign.id).where(Campaign.id.in_(kept_ids | {campaign.id})).order_by(Campaign.id)
-                    .with_for_update(key_share=True))
-    kept = {s.campaign_id: s for s in session.scalars(select(EnrolmentFactRefresh)
-                                                        .execution_options(populate_existing=True))}
+    kept = _lock_kept(session, campaign.id)
     state = kept.get(campaign.id)
     rebuild = state is None or state.definition != definition
-    changed = set(session.scalars(delete(EnrolmentFactChange).returning(EnrolmentFactChange.patient_id)))
-    if len(changed) > INCREMENTAL_LIMIT:
-        for other in kept.values():
-            if other.campaign_id != campaign.id:
-                session.delete(other)  # rebuilt when next read
+    if _take_changes(session, kept, campaign.id, rebuild):
         rebuild = True
-    elif changed:
-        for campaign_id, other in kept.items():
-            if campaign_id != campaign.id or not rebuild:
-                _store_facts(session, session.get(Campaign, campaign_id), other.closure_as_of, list(changed))
     if not rebuild:
         added = session.scalars(select(Enrolment.patient_id).where(
             Enrolment.campaign_id == campaign.id,
@@ -530,36 +626,56 @@ def refresh_facts(session: Session, campaign: Campaign, now: datetime | None = N
     session.flush()
 
 
+STORED_KEYS = {"variant": "arm", "tier": "tier", "language": "language", "care_gap": "care_gap",
+               "channel": "channel", "location": "location_id", "step": "step"}  # age_band: from birth_date
+
+
+def _reference_day(campaign: Campaign, now: datetime) -> date:
+    """The day ages are counted on: launch day, or today before launch."""
+    return (campaign.launched_at or now).date()
+
+
+def _breakdown_key(dim: str, c, reference: date):
+    """A breakdown's key as text ('' for none), from stored facts columns ``c`` (or a grouping
+    of them that already holds the ``age_band``): the location by its current name."""
+    if dim == "all":
+        return literal("")
+    if dim == "age_band":
+        column = c.age_band if "age_band" in c else _age_band(c.birth_date, reference)
+    elif dim == "location":
+        column = select(Location.name).where(Location.id == c.location_id).scalar_subquery()
+    else:
+        column = c[STORED_KEYS[dim]]
+    return func.coalesce(cast(column, String), "")
+
+
+def _has_key(dim: str, c, key: str, reference: date) -> ColumnElement[bool]:
+    """``_breakdown_key(dim, c, reference) == key``, written on the stored column itself where
+    there is one, so that PostgreSQL estimates it (a function of a column it guesses at 0.5%)."""
+    if dim in ("all", "age_band"):
+        return _breakdown_key(dim, c, reference) == key
+    if dim == "location":
+        named = c.location_id.in_(select(Location.id).where(Location.name == key))
+        return or_(c.location_id.is_(None), named) if key == "" else named
+    column = c[STORED_KEYS[dim]]
+    if key == "":
+        return or_(column.is_(None), cast(column, String) == "")
+    return column == (int(key) if dim in ("tier", "step") else key)
+
+
 def _facts(campaign: Campaign, now: datetime):
-    """The stored facts of one campaign as the metrics read them, plus what depends on the
-    clock: whether a live booking is still to come, whether retention is due yet, the age
-    band on launch day (today before launch), and the location's current name."""
-    f = EnrolmentFact
-    steps = _steps_of(campaign)
-    closed = _flag(or_(f.gap_visit == 1, f.closed_elsewhere == 1))
-    retention = {days: case((and_(f.won_back == 1, f.visit_at <= now - timedelta(days=days)),
-                             getattr(f, f"came_back_{days}")), else_=None)
-                 for days in RETENTION_DAYS}
-    flags = [_has(f.sent_steps, step).label(f"sent_step_{step}") for step in steps]
-    flags += [_has(f.delivered_steps, step).label(f"delivered_step_{step}") for step in steps]
-    flags += [_has(f.sent_channels, i).label(f"sent_{channel}") for i, channel in enumerate(CHANNELS)]
-    flags += [_has(f.delivered_channels, i).label(f"delivered_{channel}") for i, channel in enumerate(CHANNELS)]
-    flags += [_has(f.opted_out_channels, i).label(f"opted_out_{key}") for i, key in enumerate(OPT_OUT_KEYS)]
-    query = (
-        select(f.enrolment_id, f.patient_id, f.arm.label("variant"), f.tier, f.language, f.care_gap,
-               _age_band(f.birth_date, (campaign.launched_at or now).date()).label("age_band"), f.channel,
-               func.coalesce(Location.name, "").label("location"), f.step, f.enrolled_at, f.first_sent_at,
-               f.delivered, f.opened, f.verified, f.opted_out, f.first_booked_at, f.booked_by_staff,
-               _outcome(f.attended, f.live_until, f.no_show, f.first_booked_at, now).label("outcome"),
-               f.visit_at, f.won_back, closed.label("closed"),
-               _flag(and_(f.care_gap == REFILL_GAP, or_(f.refill_completed == 1, closed == 1))).label("refill_done"),
-               retention[30].label("returned_30"), retention[90].label("returned_90"),
-               f.seconds_to_book, f.seconds_to_visit, *flags)
-        .outerjoin(Location, Location.id == f.location_id)
-        .where(f.campaign_id == campaign.id)
-    )
-    # Read by every part of the report statement: materialise it once (PostgreSQL 12+, SQLite 3.35+).
-    return query.cte("facts").prefix_with("MATERIALIZED")
+    """The stored facts of one campaign, a row per enrolment, as the metrics read them
+    (``_readable``), with each breakdown's key (``by_<dimension>``)."""
+    f = EnrolmentFact.__table__.c
+    stored = (select(f.enrolment_id, f.patient_id, f.arm.label("variant"),
+                     *(_breakdown_key(dim, f, _reference_day(campaign, now)).label(f"by_{dim}")
+                       for dim in DIMENSIONS),
+                     f.step, f.first_booked_at, f.weeks_to_book, f.seconds_to_book, f.seconds_to_visit, f.flags,
+                     *(f[mask] for mask in MASKS), *(value.label(name) for name, value in _clock(f, now)),
+                     literal(1).label("n"))
+              .where(f.campaign_id == campaign.id).subquery("stored"))
+    # Read by every part of the folding statement: materialise it once (PostgreSQL 12+, SQLite 3.35+).
+    return _readable(stored, campaign).cte("facts").prefix_with("MATERIALIZED")
 
 
 def extra_stages(campaign: Campaign) -> tuple[Stage, ...]:
@@ -571,7 +687,7 @@ def extra_stages(campaign: Campaign) -> tuple[Stage, ...]:
                   Stage(f"delivered_step_{step}", _l("Delivered step %(step)d", step=step + 1),
                         lambda f, step=step: f[f"delivered_step_{step}"] == 1),
                   Stage(f"booked_after_step_{step}", _l("Booked after step %(step)d", step=step + 1),
-                        lambda f, step=step: and_(f.step == step, f.first_booked_at.is_not(None)))]
+                        lambda f, step=step: and_(f.step == step, f.booked == 1))]
     for channel in CHANNELS:
         extra += [Stage(f"sent_{channel}", _l("Sent by %(channel)s", channel=channel),
                         lambda f, channel=channel: f[f"sent_{channel}"] == 1),
@@ -661,60 +777,146 @@ class CampaignReport:
 
 
 def _dimension_key(facts, dim: str):
-    return literal("") if dim == "all" else func.coalesce(cast(facts.c[dim], String), "")
+    return literal("") if dim == "all" else facts.c[f"by_{dim}"]
 
 
-def _report_statement(facts, stages: tuple[Stage, ...], extra: tuple[Stage, ...], dims: tuple[str, ...],
-                      fold: bool):
-    """One statement, so the facts are computed once: a UNION ALL of
+def _count_row(dim: str, key, week, patients, values: dict, stages, extra) -> Select:
+    """One row of a counting statement; every part has the same columns: the counts of each
+    stage, the enrolments timed per duration (``n_<duration>``), and for 'week' rows the
+    patients whose first booking fell in that week since enrolment."""
+    no_int = cast(null(), Integer)
+    columns = [(stage.key, values.get(stage.key, no_int)) for stage in stages + extra]
+    columns += [(f"n_{d.key}", values.get(f"n_{d.key}", no_int)) for d in DURATIONS]
+    return select(literal("week" if week is not None else "count").label("part"), literal(dim).label("dim"),
+                  key.label("key"), (no_int if week is None else week).label("week"),
+                  (no_int if patients is None else patients).label("patients"),
+                  *(value.label(name) for name, value in columns))
 
-    - 'count' rows: per (dimension, key), the number of patients at each stage (the
-      campaign-wide row also counts ``extra``: steps and channels). With ``fold``, each
-      patient's enrolments are first folded into one row per key so nobody counts twice;
-      without it (no patient has two enrolments in the campaign) rows are patients already;
-    - 'percentile' rows: the durations at the ranks the median and 90th percentile need;
-    - 'week' rows: per arm and week since enrolment, patients whose first booking fell in it.
+
+def _combination_counts(campaign: Campaign, now: datetime, stages: tuple[Stage, ...], extra: tuple[Stage, ...],
+                        dims: tuple[str, ...]):
+    """Counts when every patient has one enrolment in the campaign (rows are patients).
+
+    The stored rows are grouped into their distinct combinations of arm, breakdown key, flags,
+    weeks to booking, steps and channels (a few hundred), straight from an index in its order
+    (no sort; age bands excepted), counting how many rows each holds on which side of the
+    clock (a live booking still to come; each retention window passed). Each combination is
+    then split into one row per side of the clock, ``n`` rows each, and every metric's
+    definition is applied to those rows, weighted by ``n``: the campaign-wide row (with
+    ``extra``: steps and channels), each breakdown, and the weeks to booking per arm.
     """
+    f = EnrolmentFact.__table__.c
+    reference = _reference_day(campaign, now)
+    grouped = [f.arm, f.flags, f.weeks_to_book, f.step, *(f[mask] for mask in MASKS)]
+    for dim in dims:
+        if dim == "age_band":
+            grouped.append(_age_band(f.birth_date, reference).label("age_band"))
+        elif STORED_KEYS[dim] not in {column.name for column in grouped}:
+            grouped.append(f[STORED_KEYS[dim]])
+    live, *due = (value for _name, value in _clock(f, now))
+    sides = {"n": func.count(), "live": func.sum(live)}
+    for days, passed in zip(RETENTION_DAYS, due):
+        sides.update({f"due_{days}": func.sum(passed), f"live_due_{days}": func.sum(live * passed)})
+    combinations = (select(*grouped, *(value.label(name) for name, value in sides.items()))
+                    .where(f.campaign_id == campaign.id).group_by(*grouped)
+                    .cte("combinations").prefix_with("MATERIALIZED"))
+    c = combinations.c
+
+    def at_least(live_now: int, passed: int):
+        """Rows with (live_now) on the clock and at least ``passed`` retention windows passed:
+        the windows are nested (due for a longer one is due for every shorter one)."""
+        if passed == 0:
+            return c.live if live_now else c.n - c.live
+        days = RETENTION_DAYS[passed - 1]
+        return c[f"live_due_{days}"] if live_now else c[f"due_{days}"] - c[f"live_due_{days}"]
+
+    sides_of_clock = []
+    for live_now in (0, 1):
+        for passed in range(len(RETENTION_DAYS) + 1):
+            n = at_least(live_now, passed)
+            if passed < len(RETENTION_DAYS):
+                n = n - at_least(live_now, passed + 1)
+            sides_of_clock.append(
+                select(*(c[column.name] for column in grouped), literal(live_now).label("live_now"),
+                       *(literal(int(passed > i)).label(f"due_{days}") for i, days in enumerate(RETENTION_DAYS)),
+                       n.label("n"))
+                .where(n > 0))
+    view = _readable(union_all(*sides_of_clock).subquery("sides_of_clock"), campaign).subquery("readable")
+    v = view.c
+    keys = {dim: _breakdown_key(dim, v, reference) for dim in dims}
+
+    def sums(counted) -> dict:
+        values = {stage.key: func.sum(case((stage.flag(v), v.n), else_=0)) for stage in counted}
+        values.update({f"n_{d.key}": func.sum(case((v[f"timed_{d.key}"] == 1, v.n), else_=0)) for d in DURATIONS})
+        return values
+
+    parts = [_count_row("all", literal(""), None, None, sums(stages + extra), stages, extra)]
+    parts += [_count_row(dim, key, None, None, sums(stages), stages, extra).group_by(key) for dim, key in keys.items()]
+    parts.append(_count_row("variant", keys["variant"], v.weeks_to_book, func.sum(v.n), {}, stages, extra)
+                 .where(v.booked == 1).group_by(keys["variant"], v.weeks_to_book))
+    return union_all(*parts)
+
+
+def _folded_counts(facts, stages: tuple[Stage, ...], extra: tuple[Stage, ...], dims: tuple[str, ...]):
+    """Counts when some patient has two enrolments in the campaign: each patient's enrolments
+    are first folded into one row per key (a patient is at a stage if any enrolment is), so
+    nobody counts twice."""
     f = facts.c
-    no_text, no_int, no_float = cast(null(), String), cast(null(), Integer), cast(null(), Float)
     parts = []
     for dim in ("all", *dims):
         counted = stages + extra if dim == "all" else stages
         key = _dimension_key(facts, dim)
-        if fold:
-            source = (select(key.label("key"), f.patient_id, *[_any(stage.flag(f)).label(stage.key) for stage in counted])
-                      .group_by(key, f.patient_id).subquery(f"per_patient_{dim}"))
-            group_key, sums = source.c.key, [func.sum(source.c[stage.key]).label(stage.key) for stage in counted]
-        else:
-            group_key = key
-            sums = [func.sum(cast(stage.flag(f), Integer)).label(stage.key) for stage in counted]
-        missing = [no_int.label(stage.key) for stage in extra] if dim != "all" else []
-        parts.append(select(literal("count").label("part"), literal(dim).label("dim"), group_key.label("key"),
-                            no_text.label("measure"), no_int.label("n"), no_int.label("rn"),
-                            no_float.label("seconds"), *sums, *missing).group_by(group_key))
-    durations = []
-    for duration in DURATIONS:
-        seconds = f[duration.column]
-        for dim in ("all", *dims):
-            durations.append(select(literal(dim).label("dim"), _dimension_key(facts, dim).label("key"),
-                                    literal(duration.key).label("measure"), seconds.label("seconds"))
-                             .where(seconds.is_not(None)))
-    values = union_all(*durations).subquery("durations")
-    partition = [values.c.dim, values.c.key, values.c.measure]
-    ranked = select(values, func.row_number().over(partition_by=partition, order_by=values.c.seconds).label("rn"),
-                    func.count().over(partition_by=partition).label("n")).subquery("ranked")
-    wanted = []
-    for p in PERCENTILES:  # the 1-based rank 1 + p/100 (n - 1), in integers: rank10 = 10 + p/10 (n - 1)
-        rank10 = 10 + (p // 10) * (ranked.c.n - 1)
-        wanted += [ranked.c.rn == rank10 // 10, ranked.c.rn == rank10 // 10 + 1]
-    nothing = [no_int.label(stage.key) for stage in stages + extra]
-    parts.append(select(literal("percentile"), ranked.c.dim, ranked.c.key, ranked.c.measure, ranked.c.n, ranked.c.rn,
-                        ranked.c.seconds, *nothing).where(or_(*wanted)))
-    first = (select(f.variant, f.patient_id, func.min(whole_weeks_between(f.enrolled_at, f.first_booked_at)).label("week"))
-             .where(f.first_booked_at.is_not(None)).group_by(f.variant, f.patient_id).subquery("first_booking"))
-    parts.append(select(literal("week"), literal("variant"), first.c.variant, no_text, func.count(), first.c.week,
-                        no_float, *nothing).group_by(first.c.variant, first.c.week))
+        timed = {f"n_{d.key}": func.sum(f[f"timed_{d.key}"]) for d in DURATIONS}
+        source = (select(key.label("key"), f.patient_id, *[_any(stage.flag(f)).label(stage.key) for stage in counted],
+                         *(value.label(name) for name, value in timed.items()))
+                  .group_by(key, f.patient_id).subquery(f"per_patient_{dim}"))
+        values = {name: func.sum(source.c[name]) for name in (*(stage.key for stage in counted), *timed)}
+        parts.append(_count_row(dim, source.c.key, None, None, values, stages, extra).group_by(source.c.key))
+    first = (select(f.variant, f.patient_id, func.min(f.weeks_to_book).label("week"))
+             .where(f.booked == 1).group_by(f.variant, f.patient_id).subquery("first_booking"))
+    parts.append(_count_row("variant", first.c.variant, first.c.week, func.count(), {}, stages, extra)
+                 .group_by(first.c.variant, first.c.week))
     return union_all(*parts)
+
+
+def _percentiles(session: Session, campaign: Campaign, now: datetime,
+                 timed: dict[tuple[str, str, str], int]) -> dict[tuple[str, str, str], tuple[float | None, ...]]:
+    """The ``PERCENTILES`` of each duration for each (dimension, key, duration) timed ``n``
+    times. PostgreSQL: its percentile_cont, one ordered aggregate per breakdown and duration.
+    Elsewhere: the two values around each rank it interpolates between, read from the
+    duration's index at an offset (no ranking of every value), interpolated the same way."""
+    f = EnrolmentFact.__table__.c
+    reference = _reference_day(campaign, now)
+    durations = {d.key: d for d in DURATIONS}
+    if session.get_bind().dialect.name == "postgresql":
+        if not timed:
+            return {}
+        dims = tuple(dict.fromkeys(dim for dim, _key, _measure in timed))
+        rows = (select(*(_breakdown_key(dim, f, reference).label(dim) for dim in dims),
+                       *(f[d.column] for d in DURATIONS))
+                .where(f.campaign_id == campaign.id, or_(*(f[d.column].is_not(None) for d in DURATIONS)))
+                .cte("timed").prefix_with("MATERIALIZED"))  # one scan of the table for every breakdown
+        parts = [select(literal(dim), rows.c[dim], literal(d.key),
+                        *(func.percentile_cont(p / 100).within_group(rows.c[d.column]) for p in PERCENTILES))
+                 .where(rows.c[d.column].is_not(None)).group_by(rows.c[dim])
+                 for dim in dims for d in DURATIONS]
+        return {(dim, key, measure): tuple(values) for dim, key, measure, *values in session.execute(union_all(*parts))}
+    parts = []
+    for (dim, key, measure), n in timed.items():
+        seconds = f[durations[measure].column]
+        for low in sorted({int(1 + p / 100 * (n - 1)) for p in PERCENTILES}):
+            values = (select(seconds.label("seconds"))
+                      .where(f.campaign_id == campaign.id, seconds.is_not(None), _has_key(dim, f, key, reference))
+                      .order_by(seconds).limit(2).offset(low - 1).subquery())
+            parts.append(select(literal(dim), literal(key), literal(measure), literal(low), values.c.seconds))
+    ranks: dict[tuple[str, str, str], dict[int, float]] = {}
+    for i in range(0, len(parts), 100):  # SQLite allows 500 parts in one compound SELECT
+        pairs: dict[tuple[str, str, str, int], list[float]] = {}
+        for dim, key, measure, low, seconds in session.execute(union_all(*parts[i:i + 100])):
+            pairs.setdefault((dim, key, measure, low), []).append(float(seconds))
+        for (dim, key, measure, low), values in pairs.items():  # two neighbouring ranks: the smaller value first
+            ranks.setdefault((dim, key, measure), {}).update(zip(range(low, low + 2), sorted(values)))
+    return {entry: tuple(_interpolate(ranks.get(entry, {}), n, p) for p in PERCENTILES) for entry, n in timed.items()}
 
 
 def _no_jit(session: Session) -> None:
@@ -782,9 +984,10 @@ def _sort_key(dim: str):
 def campaign_report(session: Session, campaign: Campaign, now: datetime | None = None,
                     dimensions: Iterable[str] = tuple(DIMENSIONS)) -> CampaignReport:
     """Every metric of one campaign, overall and broken down by each of ``dimensions``
-    ("variant" always, for the experiment), in one statement over the stored facts plus one
-    small query for help requests. Refreshes the facts first (``refresh_facts``: writes and
-    flushes, the caller commits). Raises KeyError for an unknown dimension."""
+    ("variant" always, for the experiment): one statement for the counts over the stored
+    facts, one (or a few) for the percentiles and one small query for help requests.
+    Refreshes the facts first (``refresh_facts``: writes and flushes, the caller commits).
+    Raises KeyError for an unknown dimension."""
     now = now or utcnow()
     dims = tuple(dict.fromkeys(("variant", *dimensions)))
     for dim in dims:
@@ -792,30 +995,30 @@ def campaign_report(session: Session, campaign: Campaign, now: datetime | None =
     extra = extra_stages(campaign)
     _no_jit(session)
     refresh_facts(session, campaign, now)
-    facts = _facts(campaign, now)
-    fold = _someone_enrolled_twice(session, campaign)
-    counts: dict[tuple[str, object], dict[str, int]] = {}
-    ranks: dict[tuple[str, object, str], dict] = {}
+    if _someone_enrolled_twice(session, campaign):
+        statement = _folded_counts(_facts(campaign, now), STAGES, extra, dims)
+    else:
+        statement = _combination_counts(campaign, now, STAGES, extra, dims)
+    counts: dict[tuple[str, str], dict[str, int]] = {}
+    timed: dict[tuple[str, str, str], int] = {}
     weekly: dict[str, list[tuple[int, int]]] = {}
-    for row in session.execute(_report_statement(facts, STAGES, extra, dims, fold)).mappings():
-        dim, key = row["dim"], _typed_key(row["dim"], row["key"])
-        if row["part"] == "count":
-            counted = STAGES + extra if dim == "all" else STAGES
-            counts[(dim, key)] = {stage.key: int(row[stage.key] or 0) for stage in counted}
-        elif row["part"] == "percentile":
-            entry = ranks.setdefault((dim, key, row["measure"]), {"n": int(row["n"]), "ranks": {}})
-            entry["ranks"][int(row["rn"])] = float(row["seconds"])
-        else:
-            weekly.setdefault(key, []).append((int(row["rn"]), int(row["n"])))
+    for row in session.execute(statement).mappings():
+        dim, key = row["dim"], row["key"]
+        if row["part"] == "week":
+            weekly.setdefault(key, []).append((int(row["week"]), int(row["patients"])))
+            continue
+        counted = STAGES + extra if dim == "all" else STAGES
+        counts[(dim, key)] = {stage.key: int(row[stage.key] or 0) for stage in counted}
+        timed.update({(dim, key, d.key): int(row[f"n_{d.key}"]) for d in DURATIONS if row[f"n_{d.key}"]})
+    percentiles = _percentiles(session, campaign, now, timed)
 
-    def group(dim: str, key: object) -> Group:
+    def group(dim: str, key: str) -> Group:
         durations = {}
         for duration in DURATIONS:
-            entry = ranks.get((dim, key, duration.key))
-            durations[duration.key] = (Percentiles(entry["n"], *(_interpolate(entry["ranks"], entry["n"], p)
-                                                                  for p in PERCENTILES))
-                                       if entry else Percentiles(0, None, None))
-        return Group(key, counts[(dim, key)], durations)
+            n = timed.get((dim, key, duration.key), 0)
+            durations[duration.key] = (Percentiles(n, *percentiles.get((dim, key, duration.key), (None, None)))
+                                       if n else Percentiles(0, None, None))
+        return Group(_typed_key(dim, key), counts[(dim, key)], durations)
 
     overall = group("all", "") if ("all", "") in counts else Group("", {s.key: 0 for s in STAGES + extra},
                                                                     {d.key: Percentiles(0, None, None)
@@ -860,8 +1063,10 @@ def campaign_overview(session: Session, now: datetime | None = None) -> list[Cam
     a = appointments.c
     facts = (select(Enrolment.campaign_id, Enrolment.patient_id,
                     case((Enrolment.holdout.is_(True), 1), else_=0).label("held"),
-                    a.first_booked_at, func.coalesce(a.won_back, 0).label("won_back"),
-                    _outcome(a.attended, a.live_until, a.no_show, a.first_booked_at, now).label("outcome"))
+                    _flag(a.first_booked_at.is_not(None)).label("booked"),
+                    func.coalesce(a.won_back, 0).label("won_back"),
+                    _outcome(a.attended == 1, a.live_until > now, a.live_until.is_not(None), a.no_show == 1,
+                             a.first_booked_at.is_not(None)).label("outcome"))
              .outerjoin(appointments, appointments.c.enrolment_id == Enrolment.id)
              .where(Enrolment.campaign_id.in_(ids)).subquery("overview_facts"))
     f = facts.c
