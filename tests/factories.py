@@ -41,7 +41,7 @@ def make_clinic(db: Session, policy: str = VerificationPolicy.DOB_AND_CODE, gap:
                      transit_notes={}, parking_notes={})
     provider = Provider(clinic_id=clinic.id, display_name="Dr. Test")
     db.add_all([location, other, provider])
-    suffix = re.sub(r"\W", "", f"{id(clinic)}")
+    suffix = clinic.id  # type codes are unique across clinics; an object's id() can repeat
     in_person = AppointmentType(clinic_id=clinic.id, code=f"wellness-{suffix}",
                                 name={"en": "Annual wellness visit", "es": "Visita anual de bienestar"},
                                 what_to_bring={"en": "Photo ID", "es": "Identificación"},
