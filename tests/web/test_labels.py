@@ -164,6 +164,7 @@ def test_the_console_shows_codes_as_spanish_words(db, client, in_app, clinic):
         "/staff/dead-letters": ["RecordatorioMensaje de texto"],
         "/staff/users": ["Administración"],
         "/staff/audit": ["consultósolicitud de ayuda #", "consultócita #"],
+        f"/staff/dashboard/{clinic.campaign.id}": ["Estado: activa"],
     }
     raw_codes = ("no_show", "in_progress", "link_opened", "slot_held", "booked_via", "pharmacist", "draft",
                  "flu_vaccine", "annual_wellness", "reminder", "pickup_address", "time_window", "wheelchair")
