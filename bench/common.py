@@ -385,13 +385,14 @@ class Gunicorn:
     """`gunicorn` serving an app on 127.0.0.1 only, in its own process group, stopped on exit."""
 
     def __init__(self, app_spec: str, env: dict[str, str] | None = None, workers: int = 4,
-                 chdir: Path = ROOT) -> None:
+                 chdir: Path = ROOT, threads: int = 0) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = Path(tempfile.mkstemp(prefix="bench-gunicorn-", suffix=".log")[1])
         self.command = [str(ROOT / ".venv" / "bin" / "gunicorn"), "--workers", str(workers), "--bind",
                         f"127.0.0.1:{self.port}", "--chdir", str(chdir), "--log-level", "warning",
-                        "--error-logfile", str(self.log), "--timeout", "60", "--backlog", "2048", app_spec]
+                        "--error-logfile", str(self.log), "--timeout", "60", "--backlog", "2048",
+                        *(["--worker-class", "gthread", "--threads", str(threads)] if threads else []), app_spec]
         self.env = {**os.environ, **(env or {})}
         self.process = None
 
