@@ -3,6 +3,7 @@ and commit once at the end, like a request."""
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict
 
 import click
@@ -65,6 +66,8 @@ def demo(port: int, seed_only: bool, as_json: bool) -> None:
     """Create and migrate the database, seed the demo clinic, print patient links, serve."""
     from portal.services.demo import seed_demo
 
+    if not os.environ.get("PORTAL_BASE_URL"):
+        current_app.config["BASE_URL"] = f"http://127.0.0.1:{port}"  # the printed links open this server
     upgrade_database(current_app.config["DATABASE_URL"])
     patients, staff = seed_demo(db.session)
     db.session.commit()
