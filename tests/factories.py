@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
@@ -17,6 +18,9 @@ from portal.services.availability import add_slots_for_day
 from portal.services.links import issue_link
 
 ZONE = "America/Chicago"
+# The public Synthea sample (13 synthetic patients, Apache-2.0; tests/data/synthea-csv/SOURCE.md),
+# kept in the repository so its tests run in any clean clone.
+SYNTHEA_SAMPLE = Path(__file__).parent / "data" / "synthea-csv"
 
 
 @dataclass

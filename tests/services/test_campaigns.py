@@ -3,7 +3,6 @@ exclusions hold, the holdout is stable, and new referrals enrol by themselves.""
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
@@ -15,18 +14,17 @@ from portal.services.care_gap_rules import open_gaps
 from portal.services.errors import InvalidInput
 from portal.services.importers import import_synthea
 from portal.services.sequence import run_due_steps
+from tests.factories import SYNTHEA_SAMPLE
 
-SAMPLE = Path(__file__).resolve().parents[3] / "shared" / "data" / "synthea-csv"
 GAPS = ["annual_wellness", "colorectal_screening", "breast_screening", "flu_vaccine"]
 NOW = datetime(2026, 11, 30, 16, 0, tzinfo=timezone.utc)
 
-pytestmark = pytest.mark.skipif(not SAMPLE.exists(), reason=f"the Synthea sample is not at {SAMPLE}")
 
 
 @pytest.fixture()
 def sample(db, in_app):
     with in_app():
-        import_synthea(db, SAMPLE)
+        import_synthea(db, SYNTHEA_SAMPLE)
     patients = db.scalars(select(Patient)).all()
     for number, patient in enumerate(patients):
         patient.phone = f"+1312555{number:04d}"

@@ -6,7 +6,6 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -19,8 +18,8 @@ from portal.services.care_gap_rules import (CODE_SETS, DEFAULT_SETTINGS, DIABETE
                                             patients_with_gap)
 from portal.services.care_gaps import CARE_GAPS
 from portal.services.importers import CPT, CVX, ICD10CM, LOINC, RXNORM, SNOMED, import_csv, import_synthea
+from tests.factories import SYNTHEA_SAMPLE
 
-SAMPLE = Path(__file__).resolve().parents[3] / "shared" / "data" / "synthea-csv"
 AS_OF = date(2025, 10, 15)  # inside flu season
 
 
@@ -363,9 +362,8 @@ def test_sql_and_per_patient_rules_agree_on_random_histories(db):
             assert set(db.scalars(patients_with_gap(db, code, as_of))) & ids == expected, (code, as_of)
 
 
-@pytest.mark.skipif(not SAMPLE.exists(), reason="the Synthea sample is not beside this checkout")
 def test_sql_and_per_patient_rules_agree_on_the_synthea_sample(db):
-    import_synthea(db, SAMPLE)
+    import_synthea(db, SYNTHEA_SAMPLE)
     patients = list(db.scalars(select(Patient.id).where(Patient.external_id.is_not(None))))
     for as_of in (date(2023, 3, 20), date(2022, 11, 1), date(2023, 5, 1), date(2015, 1, 15)):
         per_patient = {pid: {g.code for g in open_gaps(db, pid, as_of)} for pid in patients}

@@ -16,9 +16,8 @@ from portal.models import ChannelConsent, ClinicalFact, ConsentChange, FactKind,
 from portal.services import importers
 from portal.services.importers import (FACT_FIELDS, LOINC, RXNORM, SNOMED, RowRejected, import_csv, import_synthea,
                                        normalize_phone, synthea_fills)
+from tests.factories import SYNTHEA_SAMPLE
 
-SAMPLE = Path(__file__).resolve().parents[3] / "shared" / "data" / "synthea-csv"
-needs_sample = pytest.mark.skipif(not SAMPLE.exists(), reason="the Synthea sample is not beside this checkout")
 
 PATIENT_COLUMNS = ("id", "external_id", "given_name", "family_name", "birth_date", "sex", "phone", "email",
                    "preferred_language", "time_zone", "address_line", "city", "state", "postal_code", "deceased_on",
@@ -53,12 +52,11 @@ def patient_by_external_id(db, external_id: str) -> Patient | None:
     return db.scalar(select(Patient).where(Patient.external_id == external_id))
 
 
-@needs_sample
 def test_importing_the_synthea_sample_twice_gives_the_same_database(db):
-    first = import_synthea(db, SAMPLE)
+    first = import_synthea(db, SYNTHEA_SAMPLE)
     assert not first.errors and not first.failures
     after_first = snapshot(db)
-    second = import_synthea(db, SAMPLE)
+    second = import_synthea(db, SYNTHEA_SAMPLE)
     assert snapshot(db) == after_first
     assert (second.created, second.updated) == (0, 0)
     assert second.unchanged == first.created == 13 + 947 + 521 + 2409 + 184 + 5693
@@ -67,9 +65,8 @@ def test_importing_the_synthea_sample_twice_gives_the_same_database(db):
     assert after_first["patient"][0] == 13
 
 
-@needs_sample
 def test_synthea_rows_become_patients_and_fills(db):
-    import_synthea(db, SAMPLE)
+    import_synthea(db, SYNTHEA_SAMPLE)
     patient = patient_by_external_id(db, "838e3532-0deb-eb80-3c5e-f5b4c243efaa")
     assert (patient.given_name, patient.family_name, patient.birth_date, patient.sex) == (
         "Eustolia", "Mayert", date(2020, 2, 6), "F")  # Synthea's name digits dropped
@@ -109,9 +106,8 @@ def test_fills_are_spread_over_the_prescription_and_stop_at_death():
     assert synthea_fills(date(2024, 1, 1), date(2024, 1, 1), 1, date(2030, 1, 1)) == [(date(2024, 1, 1), 1)]
 
 
-@needs_sample
 def test_synthea_observations_are_imported_when_the_export_has_them(db, tmp_path):
-    shutil.copy(SAMPLE / "patients.csv", tmp_path / "patients.csv")
+    shutil.copy(SYNTHEA_SAMPLE / "patients.csv", tmp_path / "patients.csv")
     write(tmp_path / "observations.csv",
           "DATE,PATIENT,ENCOUNTER,CATEGORY,CODE,DESCRIPTION,VALUE,UNITS,TYPE\n"
           "2023-01-05T10:00:00Z,803ec676-23ed-b7a2-ae0d-f2b61c3058ce,,laboratory,4548-4,Hemoglobin A1c/Hemoglobin.total in Blood,7.4,%,numeric\n"
