@@ -369,26 +369,6 @@ def test_complementary_suppression_protects_the_lone_small_cell():
     assert out[4] == ["xx", "0", "0.0000", "1000"]
 
 
-def test_counting_without_folding_matches_when_nobody_is_enrolled_twice(db, log, rules, monkeypatch):
-    """The fast path (one row per patient already) must give exactly what folding gives."""
-    from sqlalchemy import delete
-
-    refill = db.scalar(select(Enrolment).where(Enrolment.campaign_id == log.campaign.id,
-                                               Enrolment.care_gap_code == "refill_gap"))
-    db.execute(delete(RefillRequest).where(RefillRequest.enrolment_id == refill.id))
-    db.execute(delete(Event).where(Event.enrolment_id == refill.id))
-    db.delete(refill)
-    db.flush()
-    assert not analytics._someone_enrolled_twice(db, log.campaign)
-    fast = campaign_report(db, log.campaign, now=NOW)
-    monkeypatch.setattr(analytics, "_someone_enrolled_twice", lambda _session, _campaign: True)
-    folded = campaign_report(db, log.campaign, now=NOW)
-    assert fast.overall.counts == folded.overall.counts
-    for dim in analytics.DIMENSIONS:
-        assert [(g.key, g.counts) for g in fast.breakdowns[dim]] == [(g.key, g.counts) for g in folded.breakdowns[dim]]
-    assert fast.overall.counts["audience"] == 12 and fast.overall.counts["refill_due"] == 0
-
-
 def test_a_lone_small_outcome_is_not_left_to_subtraction():
     """kept + no-show + cancelled = settled: hiding only the 3 would leave it as 40 - 25 - 12."""
     columns = [analytics.Column("group", "g", "label")] + [analytics.Column(k, k) for k in
