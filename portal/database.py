@@ -13,7 +13,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 # Set in `flask.g` by a request that only reads (a patient's GET page). Such a request
-# may still write the session's idle-clock touch: see `commit_if_unchanged`.
+# may still write the session's idle-clock touch: see `commit_best_effort`.
 READ_ONLY = "read_only_transaction"
 SQLITE_BUSY_CODES = {5, 517}  # SQLITE_BUSY, SQLITE_BUSY_SNAPSHOT
 
@@ -85,7 +85,7 @@ class Database:
             session.close()
 
 
-def commit_if_unchanged(session: Session) -> bool:
+def commit_best_effort(session: Session) -> bool:
     """Commit a small best-effort write made inside a read-only SQLite transaction.
 
     A deferred transaction cannot take the write lock once another connection has

@@ -48,8 +48,9 @@ class LivePatientSession(NamedTuple):
 
 def load_patient_session(session: Session, key: str | None, idle: timedelta, absolute: timedelta,
                          now: datetime | None = None) -> LivePatientSession:
-    """Return the live session for a cookie key, with its link and enrolment. Raises SessionEnded when it is
-    unknown, idle too long or past its absolute lifetime (and deletes it then)."""
+    """Return the live session for a cookie key, with its link and enrolment. Raises
+    SessionEnded when it is unknown, idle too long or past its absolute lifetime (and
+    deletes it then)."""
     now = now or utcnow()
     if not key:
         raise SessionEnded()

@@ -15,4 +15,5 @@ def _reading_pages_only_read():
     """A patient's GET page reads; on SQLite it then runs without the write lock."""
     setattr(g, READ_ONLY, request.method in ("GET", "HEAD") and request.endpoint not in WRITING_GETS)
 
+
 from portal.web.patient import after_booking, booking, care, entry  # noqa: E402,F401  (routes register on bp)

@@ -8,7 +8,7 @@ from functools import wraps
 from flask import current_app, g, redirect, render_template, session, url_for
 from flask_babel import get_locale, gettext as _
 
-from portal.database import commit_if_unchanged
+from portal.database import commit_best_effort
 from portal.extensions import db
 from portal.models import Enrolment, Modality, WebSession, localized
 from portal.services.calendar import join_link
@@ -32,12 +32,12 @@ def current_patient_session() -> WebSession | None:
             check_link_live(live.link)
         except (SessionEnded, LinkExpired, LinkRevoked):
             session.pop(COOKIE_KEY, None)
-            commit_if_unchanged(db.session)  # the expired row was deleted (or is, next time)
+            commit_best_effort(db.session)  # the expired row was deleted (or is, next time)
         else:
             if db.session.info.pop(TOUCHED, False):
                 # Keep the idle-clock touch even on pages that change nothing else; if a
                 # concurrent write got in first, the next page touches it again.
-                commit_if_unchanged(db.session)
+                commit_best_effort(db.session)
             g.patient_session = live.web_session
             g.enrolment = live.enrolment
             g.patient_language = live.enrolment.patient.preferred_language
