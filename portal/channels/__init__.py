@@ -31,7 +31,10 @@ class MessageChannel(Protocol):
     `send_many(messages) -> list[Sent | None | ChannelError]`, one result per message
     in order: the dispatcher then makes one call per batch and writes the outcomes in
     one transaction. A crash between the call and that commit re-sends the whole call
-    (with the same idempotency keys), so only channels where that is harmless offer it."""
+    (with the same idempotency keys), so only channels where that is harmless offer it.
+
+    The dispatcher hands over the outbox row as a read-only Core row (every column of
+    outbox_message by name, like the ORM object's attributes), not an OutboxMessage."""
 
     def send(self, message: OutboxMessage) -> Sent | None: ...
 

@@ -4,11 +4,13 @@ A batch is its own unit of work, like a request, and no transaction is held open
 while a provider is called:
 
 1. Claim. Due rows are selected with FOR UPDATE SKIP LOCKED (PostgreSQL; SQLite
-   serialises writers, so run one dispatcher there). Each is checked again: consent
-   (opted out → cancelled), the enrolment (booked, closed, snoozed or holdout →
-   campaign messages cancelled), quiet hours and frequency caps (→ deferred). The
-   rest get a lease (`claimed_until`) and an attempt, and the claim is COMMITTED
-   before anything is sent, so other dispatchers skip them.
+   serialises writers, so run one dispatcher there), joined in the same statement
+   to what the checks need. Each is checked again: consent (opted out → cancelled),
+   the enrolment (booked, closed, snoozed or holdout → campaign messages
+   cancelled), quiet hours and frequency caps (→ deferred). The rest get a lease
+   (`claimed_until`) and an attempt in one UPDATE ... RETURNING, which also reads
+   the rows the channels get (plain Core rows, not ORM objects), and the claim is
+   COMMITTED before anything is sent, so other dispatchers skip them.
 2. Send, one provider call at a time: a message per call (`send`), or all of a
    channel's messages in one call for channels that take many (`send_many`: the
    portal inbox, the dev outbox). Before each call one SELECT takes a last look at
@@ -31,7 +33,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import and_, bindparam, case, exists, func, or_, select, update
+from sqlalchemy import Row, and_, bindparam, case, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from portal.channels import ChannelError, MessageChannel, PermanentChannelError, Sent
@@ -44,7 +46,7 @@ log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 6
 EXTERNAL = (str(Channel.SMS), str(Channel.EMAIL))  # channels that reach a phone or a mailbox
 EXEMPT_FROM_CONSENT = frozenset(REPLY_TEMPLATES.values())  # the one reply to STOP/START/HELP
-FaultHook = Callable[[str, OutboxMessage], None]
+FaultHook = Callable[[str, Row], None]
 
 
 @dataclass(frozen=True)
@@ -123,78 +125,63 @@ def next_send_time(moment: datetime, zone: ZoneInfo, start_hour: int = 8, end_ho
 
 # --- claiming -----------------------------------------------------------------
 
-class _BatchContext:
-    """What one claim needs to know about the batch's patients, read in a few queries."""
+_outbox, _patient, _enrolment, _campaign = (OutboxMessage.__table__, Patient.__table__, Enrolment.__table__,
+                                            Campaign.__table__)
+# What a claim judges each candidate by, read with the candidate in one statement.
+_refused_now = exists().where(ChannelConsent.patient_id == _outbox.c.patient_id, ChannelConsent.granted.is_(False),
+                              or_(ChannelConsent.channel == _outbox.c.channel, ChannelConsent.channel == "all"))
+_CANDIDATES = (
+    select(_outbox.c.id, _outbox.c.patient_id, _outbox.c.channel, _outbox.c.template, _outbox.c.step,
+           _outbox.c.attempts, _outbox.c.last_error, _outbox.c.campaign_id,
+           _refused_now.label("refused"), _patient.c.time_zone, _patient.c.deceased_on,
+           _enrolment.c.id.label("enrolment_id"), _enrolment.c.holdout, _enrolment.c.status.label("enrolment_status"),
+           _campaign.c.clinic_id, _campaign.c.max_per_day, _campaign.c.max_per_week)
+    .select_from(_outbox.outerjoin(_patient, _patient.c.id == _outbox.c.patient_id)
+                 .outerjoin(_enrolment, _enrolment.c.id == _outbox.c.enrolment_id)
+                 .outerjoin(_campaign, _campaign.c.id == func.coalesce(_outbox.c.campaign_id,
+                                                                       _enrolment.c.campaign_id)))
+    .where(_outbox.c.status == OutboxStatus.PENDING, _outbox.c.next_attempt_at <= bindparam("now"),
+           or_(_outbox.c.claimed_until.is_(None), _outbox.c.claimed_until <= bindparam("now")))
+    .order_by(_outbox.c.next_attempt_at, _outbox.c.id)
+    .limit(bindparam("limit"))
+    .with_for_update(skip_locked=True, of=_outbox))
+# The lease for everything a claim takes, in one statement that also reads what the
+# channels need: the claimed rows are plain Core rows, never ORM objects.
+_LEASE = (update(_outbox).where(_outbox.c.id.in_(bindparam("ids", expanding=True)))
+          .values(attempts=_outbox.c.attempts + 1, claimed_until=bindparam("until", type_=_outbox.c.claimed_until.type))
+          .returning(*_outbox.c))
 
-    def __init__(self, session: Session, messages: list[OutboxMessage], policy: DispatchPolicy,
-                 now: datetime) -> None:
-        self.session, self.policy, self.now = session, policy, now
-        patient_ids = {m.patient_id for m in messages if m.patient_id is not None}
-        self.refused: dict[int, set[str]] = {}
-        for pid, channel in session.execute(select(ChannelConsent.patient_id, ChannelConsent.channel).where(
-                ChannelConsent.patient_id.in_(patient_ids), ChannelConsent.granted.is_(False))):
-            self.refused.setdefault(pid, set()).add(channel)
-        fresh = {"populate_existing": True}
-        self.patients = {p.id: p for p in session.scalars(select(Patient).where(Patient.id.in_(patient_ids)),
-                                                          execution_options=fresh)}
-        enrolment_ids = {m.enrolment_id for m in messages if m.enrolment_id is not None}
-        self.enrolments = {e.id: e for e in session.scalars(select(Enrolment).where(Enrolment.id.in_(enrolment_ids)),
-                                                            execution_options=fresh)}
-        campaign_ids = {m.campaign_id for m in messages if m.campaign_id is not None}
-        campaign_ids |= {e.campaign_id for e in self.enrolments.values()}
-        self.campaigns = {c.id: c for c in session.scalars(select(Campaign).where(Campaign.id.in_(campaign_ids)))}
-        self.clinic_zones: dict[int, str] = {}
-        clinic_ids = {c.clinic_id for c in self.campaigns.values()}
-        for clinic_id, zone in session.execute(
-                select(Location.clinic_id, Location.time_zone).where(Location.clinic_id.in_(clinic_ids))
-                .order_by(Location.retired, Location.id)):
-            self.clinic_zones.setdefault(clinic_id, zone)
-        self.counts = self._recent_counts({m.patient_id for m in messages if _is_campaign(m) and m.patient_id})
 
-    def _recent_counts(self, patient_ids: set[int]) -> dict[int, list]:
-        """Per patient: [sent in the last day, in the last week, oldest in the day
-        window, oldest in the week window]. Messages another dispatcher is sending
-        right now (a live lease) count as sent now."""
-        if not patient_ids:
-            return {}
+class _Caps:
+    """Per patient of the batch's campaign messages: [sent in the last day, in the
+    last week, oldest in the day window, oldest in the week window], counting the
+    claims this batch makes as it goes."""
+
+    def __init__(self, session: Session, patient_ids: set[int], now: datetime) -> None:
+        self.now = now
+        self.counts = self._recent_counts(session, patient_ids) if patient_ids else {}
+
+    def _recent_counts(self, session: Session, patient_ids: set[int]) -> dict[int, list]:
+        """Messages another dispatcher is sending right now (a live lease) count as sent now."""
         day_ago, week_ago = self.now - timedelta(days=1), self.now - timedelta(days=7)
-        sent = OutboxMessage.status == OutboxStatus.SENT
-        in_flight = and_(OutboxMessage.status == OutboxStatus.PENDING, OutboxMessage.claimed_until > self.now)
-        rows = self.session.execute(
-            select(OutboxMessage.patient_id,
-                   func.sum(case((and_(sent, OutboxMessage.sent_at <= day_ago), 0), else_=1)),
+        sent = _outbox.c.status == OutboxStatus.SENT
+        in_flight = and_(_outbox.c.status == OutboxStatus.PENDING, _outbox.c.claimed_until > self.now)
+        rows = session.execute(
+            select(_outbox.c.patient_id,
+                   func.sum(case((and_(sent, _outbox.c.sent_at <= day_ago), 0), else_=1)),
                    func.count(),
-                   func.min(case((and_(sent, OutboxMessage.sent_at > day_ago), OutboxMessage.sent_at))),
-                   func.min(OutboxMessage.sent_at))
-            .where(OutboxMessage.patient_id.in_(patient_ids), OutboxMessage.step.is_not(None),
-                   OutboxMessage.channel.in_(EXTERNAL),
-                   or_(and_(sent, OutboxMessage.sent_at > week_ago), in_flight))
-            .group_by(OutboxMessage.patient_id))
+                   func.min(case((and_(sent, _outbox.c.sent_at > day_ago), _outbox.c.sent_at))),
+                   func.min(_outbox.c.sent_at))
+            .where(_outbox.c.patient_id.in_(patient_ids), _outbox.c.step.is_not(None),
+                   _outbox.c.channel.in_(EXTERNAL),
+                   or_(and_(sent, _outbox.c.sent_at > week_ago), in_flight))
+            .group_by(_outbox.c.patient_id))
         return {pid: [day or 0, week or 0, day_oldest, week_oldest]
                 for pid, day, week, day_oldest, week_oldest in rows}
 
-    def zone_for(self, message: OutboxMessage) -> ZoneInfo:
-        """The patient's zone, else their clinic's (first open location), else the default."""
-        patient = self.patients.get(message.patient_id)
-        zone = zone_or_none(patient.time_zone if patient else None)
-        if zone is None:
-            campaign_id = message.campaign_id
-            if campaign_id is None and message.enrolment_id in self.enrolments:
-                campaign_id = self.enrolments[message.enrolment_id].campaign_id
-            campaign = self.campaigns.get(campaign_id)
-            zone = zone_or_none(self.clinic_zones.get(campaign.clinic_id) if campaign else None)
-        return zone or zone_or_none(self.policy.default_zone) or ZoneInfo("UTC")
-
-    def caps_for(self, message: OutboxMessage) -> tuple[int, int]:
-        campaign = self.campaigns.get(message.campaign_id)
-        if campaign is not None:
-            return campaign.max_per_day, campaign.max_per_week
-        return self.policy.cap_day, self.policy.cap_week
-
-    def cap_release(self, message: OutboxMessage) -> datetime | None:
+    def release(self, patient_id: int, per_day: int, per_week: int) -> datetime | None:
         """None when the patient is under both caps, else when a slot frees up."""
-        per_day, per_week = self.caps_for(message)
-        day, week, day_oldest, week_oldest = self.counts.get(message.patient_id, [0, 0, None, None])
+        day, week, day_oldest, week_oldest = self.counts.get(patient_id, (0, 0, None, None))
         release = None
         if day >= per_day:
             release = (day_oldest or self.now) + timedelta(days=1)
@@ -202,92 +189,117 @@ class _BatchContext:
             release = max(release or self.now, (week_oldest or self.now) + timedelta(days=7))
         return release
 
-    def count_claim(self, message: OutboxMessage) -> None:
-        entry = self.counts.setdefault(message.patient_id, [0, 0, None, None])
+    def count_claim(self, patient_id: int) -> None:
+        entry = self.counts.setdefault(patient_id, [0, 0, None, None])
         entry[0] += 1
         entry[1] += 1
 
-    def refusal(self, message: OutboxMessage) -> str | None:
-        """Why this message may not go out at all any more, or None."""
-        if message.template not in EXEMPT_FROM_CONSENT and message.patient_id is not None:
-            refused = self.refused.get(message.patient_id, set())
-            if "all" in refused or message.channel in refused:
-                return "opted out"
-        if _is_campaign(message):
-            patient = self.patients.get(message.patient_id)
-            if patient is not None and patient.deceased_on is not None:
-                return "patient deceased"
-            enrolment = self.enrolments.get(message.enrolment_id)
-            if enrolment is not None:
-                if enrolment.holdout:
-                    return "holdout"
-                if enrolment.status != EnrolmentStatus.INVITED:
-                    return f"enrolment {enrolment.status}"
-        return None
+
+class _Zones:
+    """The zone quiet hours follow: the patient's, else their clinic's (first open
+    location), else the policy's default. Clinics are looked up only when needed."""
+
+    def __init__(self, session: Session, policy: DispatchPolicy) -> None:
+        self.session = session
+        self.default = zone_or_none(policy.default_zone) or ZoneInfo("UTC")
+        self.by_name: dict[str | None, ZoneInfo | None] = {}
+        self.by_clinic: dict[int | None, ZoneInfo | None] = {None: None}
+
+    def _zone(self, name: str | None) -> ZoneInfo | None:
+        if name not in self.by_name:
+            self.by_name[name] = zone_or_none(name)
+        return self.by_name[name]
+
+    def for_row(self, row) -> ZoneInfo:
+        zone = self._zone(row.time_zone)
+        if zone is None:
+            if row.clinic_id not in self.by_clinic:
+                name = self.session.scalar(select(Location.time_zone).where(Location.clinic_id == row.clinic_id)
+                                           .order_by(Location.retired, Location.id).limit(1))
+                self.by_clinic[row.clinic_id] = self._zone(name)
+            zone = self.by_clinic[row.clinic_id]
+        return zone or self.default
 
 
-def _is_campaign(message: OutboxMessage) -> bool:
+def _refusal(row) -> str | None:
+    """Why this candidate may not go out at all any more, or None."""
+    if row.refused and row.template not in EXEMPT_FROM_CONSENT and row.patient_id is not None:
+        return "opted out"
+    if row.step is not None:
+        if row.deceased_on is not None:
+            return "patient deceased"
+        if row.enrolment_id is not None:
+            if row.holdout:
+                return "holdout"
+            if row.enrolment_status != EnrolmentStatus.INVITED:
+                return f"enrolment {row.enrolment_status}"
+    return None
+
+
+def _is_campaign(message) -> bool:
     """A sequence step: subject to quiet hours and caps. Codes, booking notices and
     keyword replies have no step: they are transactional and go out at once."""
     return message.step is not None
 
 
 def claim_due(session: Session, now: datetime, limit: int, policy: DispatchPolicy,
-              report: DispatchReport | None = None) -> list[OutboxMessage]:
-    """Select and lease up to `limit` due messages; flushes, the caller commits.
+              report: DispatchReport | None = None) -> list[Row]:
+    """Select and lease up to `limit` due messages; the caller commits. Returns the
+    claimed outbox rows (Core rows with every column, the lease and attempt included),
+    in due order.
 
     Also cancels what may no longer be sent and defers what is outside the
     patient's quiet hours or over a frequency cap.
     """
     report = report if report is not None else DispatchReport()
-    live_lease = and_(OutboxMessage.claimed_until.is_not(None), OutboxMessage.claimed_until > now)
-    candidates = list(session.scalars(
-        select(OutboxMessage)
-        .where(OutboxMessage.status == OutboxStatus.PENDING, OutboxMessage.next_attempt_at <= now, ~live_lease)
-        .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-        .execution_options(populate_existing=True)  # the row as locked, not as this session last saw it
-    ))
+    session.flush()
+    candidates = session.execute(_CANDIDATES, {"now": now, "limit": limit}).all()
     if not candidates:
         return []
     # Caps count what a patient already got, so two dispatchers must not judge the
     # same patient at once: lock the patients of campaign messages (FOR NO KEY UPDATE,
     # which still lets other rows reference them) and leave the rest for later.
-    campaign_patients = {m.patient_id for m in candidates if _is_campaign(m) and m.patient_id is not None}
+    campaign_patients = {c.patient_id for c in candidates if c.step is not None and c.patient_id is not None}
     if campaign_patients and session.get_bind().dialect.name == "postgresql":
-        locked = set(session.scalars(select(Patient.id).where(Patient.id.in_(campaign_patients))
+        locked = set(session.scalars(select(_patient.c.id).where(_patient.c.id.in_(campaign_patients))
                                      .with_for_update(skip_locked=True, key_share=True)))
-        candidates = [m for m in candidates if not _is_campaign(m) or m.patient_id in locked]
-    context = _BatchContext(session, candidates, policy, now)
-    claimed = []
-    for message in candidates:
-        reason = context.refusal(message)
+        candidates = [c for c in candidates if c.step is None or c.patient_id in locked]
+        campaign_patients &= locked
+    caps, zones = _Caps(session, campaign_patients, now), _Zones(session, policy)
+    claiming, settled = [], []
+    for row in candidates:
+        reason = _refusal(row)
         if reason is not None:
-            message.status, message.last_error, message.claimed_until = OutboxStatus.CANCELLED, reason, None
+            settled.append({"b_id": row.id, "b_status": OutboxStatus.CANCELLED, "b_error": reason, "b_next": None})
             report.cancelled += 1
             continue
-        if message.attempts >= policy.max_attempts:
+        if row.attempts >= policy.max_attempts:
             # Claimed that many times and never finished: it keeps killing dispatchers.
-            message.status, message.claimed_until = OutboxStatus.DEAD, None
-            message.last_error = f"gave up after {message.attempts} attempts: {message.last_error}"[:200]
+            settled.append({"b_id": row.id, "b_status": OutboxStatus.DEAD, "b_next": None,
+                            "b_error": f"gave up after {row.attempts} attempts: {row.last_error}"[:200]})
             report.dead += 1
             continue
-        if _is_campaign(message) and message.channel in EXTERNAL:
-            zone = context.zone_for(message)
-            release = context.cap_release(message)
-            when = next_send_time(release or now, zone, policy.window_start_hour, policy.window_end_hour)
+        if row.step is not None and row.channel in EXTERNAL:
+            if row.campaign_id is not None and row.max_per_day is not None:
+                per_day, per_week = row.max_per_day, row.max_per_week
+            else:
+                per_day, per_week = policy.cap_day, policy.cap_week
+            release = caps.release(row.patient_id, per_day, per_week)
+            when = next_send_time(release or now, zones.for_row(row), policy.window_start_hour,
+                                  policy.window_end_hour)
             if when > now:
-                message.next_attempt_at, message.claimed_until = when, None
+                settled.append({"b_id": row.id, "b_status": OutboxStatus.PENDING, "b_error": None, "b_next": when})
                 report.deferred += 1
                 continue
-            context.count_claim(message)
-        message.attempts += 1
-        message.claimed_until = now + policy.lease
-        claimed.append(message)
-    report.claimed += len(claimed)
-    session.flush()
-    return claimed
+            caps.count_claim(row.patient_id)
+        claiming.append(row.id)
+    if settled:
+        session.execute(_MARK_UNSENT, settled)
+    if not claiming:
+        return []
+    leased = {row.id: row for row in session.execute(_LEASE, {"ids": claiming, "until": now + policy.lease})}
+    report.claimed += len(leased)
+    return [leased[id_] for id_ in claiming]
 
 
 # --- sending ------------------------------------------------------------------
@@ -296,7 +308,6 @@ def _backoff(policy: DispatchPolicy, attempts: int) -> timedelta:
     return min(policy.retry_base * (2 ** max(attempts - 1, 0)), policy.retry_max)
 
 
-_outbox = OutboxMessage.__table__
 # Outcomes are written with executemany, one statement per kind for a whole hand-off.
 # Sent is the truth even if a STOP cancelled the row while the provider had it.
 _MARK_SENT = (update(_outbox)
@@ -308,13 +319,19 @@ _MARK_SENT = (update(_outbox)
                           _outbox.c.provider_message_id),
                       delivered_at=func.coalesce(bindparam("b_delivered", type_=_outbox.c.delivered_at.type),
                                                  _outbox.c.delivered_at)))
-# Not sent: a retry later (status stays pending), a dead letter, or cancelled at the last look.
+# Not sent: a retry later or a deferral (status stays pending), a dead letter, or cancelled
+# (at the claim or the last look). A deferral keeps the last error (b_error None).
 _MARK_UNSENT = (update(_outbox)
                 .where(_outbox.c.id == bindparam("b_id"), _outbox.c.status == OutboxStatus.PENDING)
                 .values(status=bindparam("b_status", type_=_outbox.c.status.type), claimed_until=None,
-                        last_error=bindparam("b_error", type_=_outbox.c.last_error.type),
+                        last_error=func.coalesce(bindparam("b_error", type_=_outbox.c.last_error.type),
+                                                 _outbox.c.last_error),
                         next_attempt_at=func.coalesce(bindparam("b_next", type_=_outbox.c.next_attempt_at.type),
                                                       _outbox.c.next_attempt_at)))
+
+
+_LAST_LOOK = select(_outbox.c.id, _outbox.c.status, _outbox.c.claimed_until, _refused_now).where(
+    _outbox.c.id.in_(bindparam("ids", expanding=True)))
 
 
 @dataclass
@@ -332,11 +349,11 @@ class _Outcomes:
         self.sent, self.unsent = [], []
 
 
-def _hand_offs(messages: list[OutboxMessage], channels: dict[str, MessageChannel]) -> list[list[OutboxMessage]]:
+def _hand_offs(messages: list[Row], channels: dict[str, MessageChannel]) -> list[list[Row]]:
     """The batch cut into provider calls, in claim order: all of a channel's messages
     in one call when the channel takes many at once (`send_many`), else one each."""
-    groups: list[list[OutboxMessage]] = []
-    together: dict[str, list[OutboxMessage]] = {}
+    groups: list[list[Row]] = []
+    together: dict[str, list[Row]] = {}
     for message in messages:
         if not hasattr(channels.get(message.channel), "send_many"):
             groups.append([message])
@@ -348,15 +365,11 @@ def _hand_offs(messages: list[OutboxMessage], channels: dict[str, MessageChannel
     return groups
 
 
-def _last_look(session: Session, group: list[OutboxMessage]) -> tuple[list[OutboxMessage], list[OutboxMessage]]:
+def _last_look(session: Session, group: list[Row]) -> tuple[list[Row], list[Row]]:
     """(still ours to send, opted out since the claim), in one SELECT: a STOP may have
     cancelled a row or refused its channel, or a slow batch may have lost its lease."""
-    refused = exists().where(ChannelConsent.patient_id == OutboxMessage.patient_id,
-                             ChannelConsent.granted.is_(False),
-                             or_(ChannelConsent.channel == OutboxMessage.channel, ChannelConsent.channel == "all"))
-    rows = {id_: (status, claimed_until, opted_out) for id_, status, claimed_until, opted_out in session.execute(
-        select(OutboxMessage.id, OutboxMessage.status, OutboxMessage.claimed_until, refused)
-        .where(OutboxMessage.id.in_([m.id for m in group])))}
+    rows = {id_: (status, claimed_until, opted_out) for id_, status, claimed_until, opted_out
+            in session.execute(_LAST_LOOK, {"ids": [m.id for m in group]})}
     live, opted_out = [], []
     for message in group:
         status, claimed_until, refusal = rows.get(message.id, (None, None, False))
@@ -369,7 +382,7 @@ def _last_look(session: Session, group: list[OutboxMessage]) -> tuple[list[Outbo
     return live, opted_out
 
 
-def _hand_off(channel: MessageChannel | None, messages: list[OutboxMessage]) -> list[Sent | ChannelError | None]:
+def _hand_off(channel: MessageChannel | None, messages: list[Row]) -> list[Sent | ChannelError | None]:
     """One provider call: each message's Sent (or None), or the ChannelError it met."""
     try:
         if channel is None:
@@ -386,7 +399,7 @@ def _hand_off(channel: MessageChannel | None, messages: list[OutboxMessage]) -> 
         return [ChannelError(type(exc).__name__)] * len(messages)
 
 
-def _send(channels: dict[str, MessageChannel], group: list[OutboxMessage], now: datetime, policy: DispatchPolicy,
+def _send(channels: dict[str, MessageChannel], group: list[Row], now: datetime, policy: DispatchPolicy,
           report: DispatchReport, outcomes: _Outcomes) -> None:
     if policy.fault_hook:
         for message in group:
@@ -425,13 +438,12 @@ def dispatch_batch(session: Session, channels: dict[str, MessageChannel], now: d
     now = now or utcnow()
     policy = policy or _policy_from_app()
     report = DispatchReport()
-    claimed = claim_due(session, now, limit, policy, report)
-    # Channels get detached copies: reading them never opens a transaction (SQLite's
+    # Channels get plain rows: reading them never opens a transaction (SQLite's
     # BEGIN IMMEDIATE would hold the write lock through a provider call).
-    copies = [_detached_copy(m) for m in claimed]
+    claimed = claim_due(session, now, limit, policy, report)
     session.commit()
     outcomes = _Outcomes()
-    for group in _hand_offs(copies, channels):
+    for group in _hand_offs(claimed, channels):
         outcomes.write(session)
         live, opted_out = _last_look(session, group)
         session.commit()  # the previous call's outcomes are durable before the next call
@@ -443,16 +455,18 @@ def dispatch_batch(session: Session, channels: dict[str, MessageChannel], now: d
             _send(channels, live, now, policy, report, outcomes)
     outcomes.write(session)
     session.commit()
-    for message in claimed:
-        session.expire(message)  # the outcome was written with UPDATEs; reload on next use
+    _expire_loaded(session, {message.id for message in claimed})
     if report.handled:
         log.info("dispatch: %s", report)
     return report
 
 
-def _detached_copy(message: OutboxMessage) -> OutboxMessage:
-    columns = OutboxMessage.__mapper__.column_attrs
-    return OutboxMessage(**{attr.key: getattr(message, attr.key) for attr in columns})
+def _expire_loaded(session: Session, ids: set[int]) -> None:
+    """Outbox rows were written with Core UPDATEs: any of them this session holds
+    as ORM objects reload on next use."""
+    for key, obj in list(session.identity_map.items()):
+        if key[0] is OutboxMessage and key[1][0] in ids:
+            session.expire(obj)
 
 
 def dispatch_due(session: Session, channels: dict[str, MessageChannel], now: datetime | None = None,
