@@ -25,16 +25,26 @@ from portal.services.sequence import stop_sequence
 DEFAULT_HOLD = timedelta(minutes=10)
 
 
+def _live_bookings(enrolment: Enrolment):
+    """The enrolment's live bookings, with the time, place, provider and type every page
+    that shows one needs."""
+    return (select(Appointment)
+            .options(joinedload(Appointment.slot).joinedload(Slot.location),
+                     joinedload(Appointment.slot).joinedload(Slot.provider),
+                     joinedload(Appointment.appointment_type))
+            .where(Appointment.enrolment_id == enrolment.id, Appointment.status == AppointmentStatus.BOOKED))
+
+
 def live_appointment(session: Session, enrolment: Enrolment, sequence: int = 0) -> Appointment | None:
-    """The enrolment's booked visit (sequence 1: the follow-up booked with a lab visit),
-    with the time, place, provider and type every page that shows it needs."""
-    return session.scalar(select(Appointment)
-                          .options(joinedload(Appointment.slot).joinedload(Slot.location),
-                                   joinedload(Appointment.slot).joinedload(Slot.provider),
-                                   joinedload(Appointment.appointment_type))
-                          .where(Appointment.enrolment_id == enrolment.id,
-                                 Appointment.status == AppointmentStatus.BOOKED,
-                                 Appointment.sequence == sequence))
+    """The enrolment's booked visit (sequence 1: the follow-up booked with a lab visit)."""
+    return session.scalar(_live_bookings(enrolment).where(Appointment.sequence == sequence))
+
+
+def live_appointments(session: Session, enrolment: Enrolment) -> tuple[Appointment | None, Appointment | None]:
+    """The booked visit and its follow-up (None where there is none), in one statement."""
+    both = session.scalars(_live_bookings(enrolment).where(Appointment.sequence.in_((0, 1))))
+    by_sequence = {appointment.sequence: appointment for appointment in both}
+    return by_sequence.get(0), by_sequence.get(1)
 
 
 def held_slot(session: Session, enrolment: Enrolment, slot_id: int | None,
@@ -181,10 +191,10 @@ def cancel_appointment(session: Session, enrolment: Enrolment, reason: str = "",
     free the seats. The link keeps working so the patient can book again.
     Raises NoLiveAppointment."""
     now = now or utcnow()
-    appointment = live_appointment(session, enrolment)
+    appointment, follow_up = live_appointments(session, enrolment)
     if appointment is None:
         raise NoLiveAppointment()
-    for booked in (appointment, live_appointment(session, enrolment, sequence=1)):
+    for booked in (appointment, follow_up):
         if booked is not None:
             _release_seat(session, booked, AppointmentStatus.CANCELLED, now)
             booked.cancel_reason = reason

@@ -10,7 +10,7 @@ import secrets
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.orm import Session, contains_eager
 
 from portal.models import Campaign, Enrolment, Link, WebSession, utcnow
@@ -40,6 +40,18 @@ def start_patient_session(session: Session, link: Link, now: datetime | None = N
     return key
 
 
+# One statement for what every patient page needs: the session, its link, and the
+# enrolment with its campaign, clinic and patient already attached. Built once: every
+# patient request runs it, and building it costs about as much as running it.
+_LIVE_SESSION = (
+    select(WebSession, Link, Enrolment)
+    .join(Link, Link.id == WebSession.link_id)
+    .join(Enrolment, Enrolment.id == WebSession.enrolment_id)
+    .join(Enrolment.campaign).join(Campaign.clinic).join(Enrolment.patient)
+    .options(contains_eager(Enrolment.campaign).contains_eager(Campaign.clinic), contains_eager(Enrolment.patient))
+    .where(WebSession.key_hash == bindparam("key_hash"), WebSession.kind == PATIENT))
+
+
 class LivePatientSession(NamedTuple):
     web_session: WebSession
     link: Link
@@ -54,16 +66,7 @@ def load_patient_session(session: Session, key: str | None, idle: timedelta, abs
     now = now or utcnow()
     if not key:
         raise SessionEnded()
-    # One statement for what every patient page needs: the session, its link, and the
-    # enrolment with its campaign, clinic and patient already attached.
-    found = session.execute(
-        select(WebSession, Link, Enrolment)
-        .join(Link, Link.id == WebSession.link_id)
-        .join(Enrolment, Enrolment.id == WebSession.enrolment_id)
-        .join(Enrolment.campaign).join(Campaign.clinic).join(Enrolment.patient)
-        .options(contains_eager(Enrolment.campaign).contains_eager(Campaign.clinic),
-                 contains_eager(Enrolment.patient))
-        .where(WebSession.key_hash == session_key_hash(key), WebSession.kind == PATIENT)).first()
+    found = session.execute(_LIVE_SESSION, {"key_hash": session_key_hash(key)}).first()
     if found is None:
         raise SessionEnded()
     row, link, enrolment = found

@@ -7,7 +7,7 @@ from flask import Response, current_app, flash, redirect, render_template, reque
 from flask_babel import get_locale, gettext as _
 
 from portal.extensions import db
-from portal.models import Modality, Slot
+from portal.models import EnrolmentStatus, Modality, Slot
 from portal.services import availability, booking, refills
 from portal.services.campaigns import active_offer
 from portal.services.education import education_note
@@ -38,18 +38,22 @@ def int_arg(name: str) -> int | None:
 @verified_required
 def home():
     enrolment = current_enrolment()
-    appointment = booking.live_appointment(db.session, enrolment)
+    appointment, follow_up = booking.live_appointments(db.session, enrolment)
     locale = str(get_locale())
     detail = enrolment.campaign.shows_clinical_detail
+    offer = active_offer(db.session, enrolment, locale)
+    # Load only what the page will show: the medicine's part appears only before a booking.
+    medicine = refills.medicine_for(db.session, enrolment) if detail else None
+    refill_part = medicine is not None and appointment is None and enrolment.status != EnrolmentStatus.CLOSED
     return render_template(
-        "patient/home.html", enrolment=enrolment, appointment=appointment,
-        follow_up=booking.live_appointment(db.session, enrolment, sequence=1),
-        form=form_response(db.session, enrolment, "previsit"), help_requests=help_requests_for(db.session, enrolment),
+        "patient/home.html", enrolment=enrolment, appointment=appointment, follow_up=follow_up,
+        form=form_response(db.session, enrolment, "previsit") if appointment and detail else None,
+        help_requests=help_requests_for(db.session, enrolment),
         note=education_note(enrolment.care_gap_code, locale) if detail else None,
-        offer=active_offer(db.session, enrolment, locale), zone=patient_zone(db.session, enrolment),
-        medicine=refills.medicine_for(db.session, enrolment) if detail else None,
-        refill_requests=refills.refill_requests_for(db.session, enrolment),
-        refill_form=RefillForm(data={"pharmacy": enrolment.patient.pharmacy}))
+        offer=offer, zone=patient_zone(db.session, enrolment) if offer else None,
+        medicine=medicine if refill_part else None,
+        refill_requests=refills.refill_requests_for(db.session, enrolment) if refill_part else [],
+        refill_form=RefillForm(data={"pharmacy": enrolment.patient.pharmacy}) if refill_part else None)
 
 
 @bp.get("/visit/choose")
@@ -163,11 +167,11 @@ def book():
 @verified_required
 def booked():
     enrolment = current_enrolment()
-    appointment = booking.live_appointment(db.session, enrolment)
+    appointment, follow_up = booking.live_appointments(db.session, enrolment)
     if appointment is None:
         return redirect(url_for("patient.home"), code=303)
     return render_template("patient/booked.html", enrolment=enrolment, appointment=appointment,
-                           follow_up=booking.live_appointment(db.session, enrolment, sequence=1))
+                           follow_up=follow_up)
 
 
 @bp.get("/visit/appointment.ics")
