@@ -7,13 +7,13 @@ from datetime import date
 
 from flask_babel import gettext, lazy_gettext as _l
 from flask import request
-from flask_wtf import FlaskForm
 from wtforms import IntegerField, RadioField, SelectField, SelectMultipleField, StringField, TextAreaField
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional, Regexp, ValidationError
 from wtforms.widgets import CheckboxInput, ListWidget
 
 from portal.models import HelpKind
 from portal.services.responses import REMIND_WEEKS, SURVEY_REASONS
+from portal.web.form_base import PortalForm
 
 MAX_ID = 2**31 - 1  # the largest id a PostgreSQL integer column holds; bigger ones can't name a row
 MARKUP_OR_CONTROL = re.compile(r"[<>\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -43,12 +43,12 @@ def month_choices():
     return [("", _l("Month"))] + [(str(number), name) for number, name in enumerate(months, start=1)]
 
 
-class PlainForm(FlaskForm):
+class PlainForm(PortalForm):
     """Patient forms read the posted form fields only. Flask-WTF would also feed them
     uploaded files and JSON bodies, which reach the validators as objects, not text
     (a file in a text field was a 500)."""
 
-    class Meta(FlaskForm.Meta):
+    class Meta(PortalForm.Meta):
         def wrap_formdata(self, form, formdata):
             if formdata is None or hasattr(formdata, "getlist"):  # given explicitly by the caller
                 return super().wrap_formdata(form, formdata)

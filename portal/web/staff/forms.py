@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from flask_babel import lazy_gettext as _l
-from flask_wtf import FlaskForm
 from wtforms import (BooleanField, DateTimeLocalField, EmailField, IntegerField, PasswordField, SelectField, SelectMultipleField,
                      StringField, TextAreaField)
 from wtforms.validators import DataRequired, Email, InputRequired, Length, NumberRange, Optional, Regexp
@@ -10,21 +9,22 @@ from wtforms.widgets import CheckboxInput, ListWidget
 
 from portal.models import Channel
 from portal.services.care_gaps import CARE_GAPS
+from portal.web.form_base import PortalForm
 from portal.web.labels import LABELS, choices
 from portal.web.patient.forms import plain_text
 
 
-class SignInForm(FlaskForm):
+class SignInForm(PortalForm):
     email = EmailField(_l("Email"), validators=[DataRequired(_l("Enter your email.")), Length(max=200)])
     password = PasswordField(_l("Password"), validators=[DataRequired(_l("Enter your password.")), Length(max=200)])
 
 
-class CodeForm(FlaskForm):
+class CodeForm(PortalForm):
     code = StringField(_l("Code from your authenticator app, or a recovery code"),
                        validators=[DataRequired(_l("Enter the code.")), Length(max=20)])
 
 
-class StaffAccountForm(FlaskForm):
+class StaffAccountForm(PortalForm):
     email = EmailField(_l("Email"), validators=[DataRequired(_l("Enter an email.")),
                                                 Email(_l("Enter an email like name@example.com.")), Length(max=200)])
     display_name = StringField(_l("Name"), validators=[DataRequired(_l("Enter a name.")), Length(max=200), plain_text])
@@ -34,18 +34,18 @@ class StaffAccountForm(FlaskForm):
                                          Length(min=12, max=200, message=_l("Use 12 to 200 characters."))])
 
 
-class NoteForm(FlaskForm):
+class NoteForm(PortalForm):
     text = TextAreaField(_l("Note"), validators=[DataRequired(_l("Write a note.")), Length(max=2000), plain_text])
 
 
-class OutreachForm(FlaskForm):
+class OutreachForm(PortalForm):
     outcome = SelectField(_l("Outcome"), validators=[InputRequired()], choices=[
         ("reached", _l("Reached")), ("voicemail", _l("Left a voicemail")), ("wrong_number", _l("Wrong number")),
         ("booked_by_phone", _l("Booked by phone")), ("declined", _l("Declined"))])
     note = TextAreaField(_l("Note"), validators=[Optional(), Length(max=2000), plain_text])
 
 
-class AuditSearchForm(FlaskForm):
+class AuditSearchForm(PortalForm):
     class Meta:
         csrf = False  # a GET search form
 
@@ -59,7 +59,7 @@ def care_gap_choices():
     return [(code, f"{gap.service_line} ({code})") for code, gap in CARE_GAPS.items()]
 
 
-class CampaignForm(FlaskForm):
+class CampaignForm(PortalForm):
     name = StringField(_l("Campaign name"), validators=[DataRequired(_l("Give the campaign a name.")),
                                                         Length(max=200), plain_text])
     care_gap_codes = SelectMultipleField(_l("Care gaps"), choices=care_gap_choices, option_widget=CheckboxInput(),
@@ -85,7 +85,7 @@ class CampaignForm(FlaskForm):
     escalate_tier1 = BooleanField(_l("Put tier 1 patients on the call list at launch"), default=True)
 
 
-class VariantForm(FlaskForm):
+class VariantForm(PortalForm):
     key = StringField(_l("Variant letter"), validators=[DataRequired(), Regexp(r"^[A-Z]$", message=_l("One capital letter."))])
     label = StringField(_l("Description"), validators=[Optional(), Length(max=200), plain_text])
     weight = IntegerField(_l("Share"), default=1, validators=[InputRequired(), NumberRange(1, 100)])
@@ -100,7 +100,7 @@ class VariantForm(FlaskForm):
     offer_ends = DateTimeLocalField(_l("Offer ends (clinic time)"), validators=[Optional()])
 
 
-class WelcomeForm(FlaskForm):
+class WelcomeForm(PortalForm):
     welcome_en = TextAreaField(_l("What's new since their last visit, in English"),
                                validators=[Optional(), Length(max=600), plain_text])
     welcome_es = TextAreaField(_l("What's new since their last visit, in Spanish"),
@@ -260,7 +260,7 @@ def _valid_zone(form, field) -> None:
 PHONE = _re.compile(r"^[0-9+() .\-]*$")
 
 
-class LocationFormBase(_ClinicField, FlaskForm):
+class LocationFormBase(_ClinicField, PortalForm):
     name = _text_field(_l("Name"), 200, _required(_l("Enter the location's name.")))
     address = _text_field(_l("Street address"), 200, _required(_l("Enter the address.")))
     time_zone = _text_field(_l("Time zone"), 64, _required(_l("Enter the time zone, like America/Chicago.")), _valid_zone)
@@ -280,11 +280,11 @@ def location_form_class(languages: tuple[str, ...]):
     return type("LocationForm", (LocationFormBase,), fields)
 
 
-class ProviderForm(_ClinicField, FlaskForm):
+class ProviderForm(_ClinicField, PortalForm):
     display_name = _text_field(_l("Name as patients see it"), 200, _required(_l("Enter the provider's name.")))
 
 
-class AppointmentTypeFormBase(_ClinicField, FlaskForm):
+class AppointmentTypeFormBase(_ClinicField, PortalForm):
     code = StringField(_l("Code (lower-case letters, digits, - and _; cannot change later)"),
                        filters=[lambda value: value.strip() if isinstance(value, str) else value],
                        validators=[_required(_l("Enter a code, like wellness-30.")), Length(max=64, message=_l(
@@ -321,11 +321,11 @@ def appointment_type_form_class(languages: tuple[str, ...]):
     return type("AppointmentTypeForm", (AppointmentTypeFormBase,), fields)
 
 
-class ConfirmForm(FlaskForm):
+class ConfirmForm(PortalForm):
     """A button that changes something: only the CSRF token to check."""
 
 
-class TemplateForm(FlaskForm):
+class TemplateForm(PortalForm):
     provider = Choice(_l("Provider"), coerce=optional_id, choices=[], validators=[InputRequired(CHOOSE)])
     location = Choice(_l("Location"), coerce=optional_id, choices=[], validators=[InputRequired(CHOOSE)])
     modality = Choice(_l("Kind of visit"), choices=modality_choices, default=Modality.IN_PERSON.value,
@@ -368,7 +368,7 @@ def nth_choices():
     return [("1", _l("First")), ("2", _l("Second")), ("3", _l("Third")), ("4", _l("Fourth")), ("-1", _l("Last"))]
 
 
-class MonthlyTemplateForm(FlaskForm):
+class MonthlyTemplateForm(PortalForm):
     provider = Choice(_l("Provider"), coerce=optional_id, choices=[], validators=[InputRequired(CHOOSE)])
     location = Choice(_l("Location"), coerce=optional_id, choices=[], validators=[InputRequired(CHOOSE)])
     modality = Choice(_l("Kind of visit"), choices=modality_choices, default=Modality.IN_PERSON.value,
@@ -386,11 +386,11 @@ class MonthlyTemplateForm(FlaskForm):
     validate_slot_minutes = TemplateForm.validate_slot_minutes
 
 
-class GenerateForm(FlaskForm):
+class GenerateForm(PortalForm):
     horizon_days = _number(_l("Make slots for the next (days)"), (1, 366), default=90)
 
 
-class BlockTimeForm(FlaskForm):
+class BlockTimeForm(PortalForm):
     location = Choice(_l("Location"), coerce=optional_id, choices=[], validators=[InputRequired(CHOOSE)])
     provider = Choice(_l("Who"), coerce=optional_id, choices=[])
     day = _day(_l("Day"))
@@ -401,7 +401,7 @@ class BlockTimeForm(FlaskForm):
     validate_end_time = TemplateForm.validate_end_time
 
 
-class BlockDaysForm(FlaskForm):
+class BlockDaysForm(PortalForm):
     location = Choice(_l("Location"), coerce=optional_id, choices=[], validators=[InputRequired(CHOOSE)])
     provider = Choice(_l("Who"), coerce=optional_id, choices=[])
     first_day = _day(_l("First day"))
@@ -416,7 +416,7 @@ class BlockDaysForm(FlaskForm):
                 raise ValidationError(_l("Block at most a year at a time."))
 
 
-class CopyWeekForm(FlaskForm):
+class CopyWeekForm(PortalForm):
     provider = Choice(_l("Provider"), coerce=optional_id, choices=[], validators=[InputRequired(CHOOSE)])
     location = Choice(_l("Location"), coerce=optional_id, choices=[], validators=[InputRequired(CHOOSE)])
     source_day = _day(_l("Copy the week of (any date in it)"))
