@@ -12,10 +12,11 @@ from datetime import datetime, timedelta
 
 from flask import current_app
 from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
-from sqlalchemy import insert, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from portal.models import Enrolment, Link, utcnow
+from portal.services.bulk import insert_returning_ids
 from portal.services.errors import LinkExpired, LinkInvalid, LinkRevoked
 from portal.services.keyed_hash import keyed_hash
 
@@ -53,23 +54,24 @@ def issue_link(session: Session, enrolment: Enrolment, now: datetime | None = No
     now = now or utcnow()
     nonce = nonce or secrets.token_urlsafe(16)
     _supersede(session, [enrolment.id], purpose, now)
-    link = Link(**_link_row(enrolment, purpose, nonce, now))
+    link = Link(**_link_row(enrolment.id, enrolment.campaign.link_lifetime_days, purpose, nonce, now))
     session.add(link)
     session.flush()
     return link, token_for(link, nonce)
 
 
-def issue_links(session: Session, enrolments: list[Enrolment], now: datetime,
+def issue_links(session: Session, enrolments: list[tuple[int, int]], now: datetime,
                 purpose: str = INVITE) -> list[tuple[int, str]]:
-    """issue_link for many enrolments at once: one UPDATE supersedes their older
-    links, one multi-row INSERT adds the new ones, one serializer signs them all.
-    Returns (link id, token) in the order of `enrolments`."""
+    """issue_link for many enrolments at once, each given as (enrolment id, link
+    lifetime in days): one UPDATE supersedes their older links, one batch of INSERTs
+    adds the new ones, one serializer signs them all. Returns (link id, token) in the
+    order given."""
     if not enrolments:
         return []
-    _supersede(session, [e.id for e in enrolments], purpose, now)
+    _supersede(session, [enrolment_id for enrolment_id, _days in enrolments], purpose, now)
     nonces = [secrets.token_urlsafe(16) for _ in enrolments]
-    ids = session.scalars(insert(Link).returning(Link.id, sort_by_parameter_order=True),
-                          [_link_row(e, purpose, n, now) for e, n in zip(enrolments, nonces)]).all()
+    ids = insert_returning_ids(session, Link.__table__, [_link_row(enrolment_id, days, purpose, nonce, now)
+                                                         for (enrolment_id, days), nonce in zip(enrolments, nonces)])
     serializer = _serializer(purpose, now.replace(microsecond=0))
     return [(link_id, serializer.dumps({"p": purpose, "n": nonce})) for link_id, nonce in zip(ids, nonces)]
 
@@ -82,10 +84,9 @@ def _supersede(session: Session, enrolment_ids: list[int], purpose: str, now: da
     )
 
 
-def _link_row(enrolment: Enrolment, purpose: str, nonce: str, now: datetime) -> dict:
-    return dict(enrolment_id=enrolment.id, purpose=purpose, nonce_hash=keyed_hash(nonce, "link"),
-                issued_at=now.replace(microsecond=0),
-                expires_at=now + timedelta(days=enrolment.campaign.link_lifetime_days))
+def _link_row(enrolment_id: int, lifetime_days: int, purpose: str, nonce: str, now: datetime) -> dict:
+    return dict(enrolment_id=enrolment_id, purpose=purpose, nonce_hash=keyed_hash(nonce, "link"),
+                issued_at=now.replace(microsecond=0), expires_at=now + timedelta(days=lifetime_days))
 
 
 def resolve_token(session: Session, token: str, now: datetime | None = None, purpose: str = INVITE) -> Link:

@@ -202,3 +202,17 @@ def test_a_run_in_progress_is_skipped_by_a_second_run_not_repeated(committed, ap
             select(OutboxMessage.enrolment_id, func.count()).where(OutboxMessage.patient_id.in_(committed.patient_ids))
             .group_by(OutboxMessage.enrolment_id)).all()
     assert len(per_enrolment) == 6 and {count for _id, count in per_enrolment} == {1}
+
+
+def test_a_step_is_due_at_the_time_of_the_run_that_queued_it(db, in_app):
+    """`portal dispatch --now` replays a fake clock: what the sequence queues must be
+    due at that clock, not at the real time, or the same run never sends it."""
+    setup = make_clinic(db)
+    person = invite_patient(db, in_app, setup)
+    earlier = datetime.now(timezone.utc) - 3 * DAY
+    start(db, setup, person, now=earlier)
+    assert run(db, in_app, earlier) == 1
+    db.expire_all()
+    message = db.scalar(select(OutboxMessage).where(OutboxMessage.enrolment_id == person.enrolment.id,
+                                                    OutboxMessage.step == 0))
+    assert message.next_attempt_at == earlier
