@@ -5,6 +5,7 @@ import logging
 import os
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from portal.config import load_config
 from portal.extensions import babel, csrf, db, login_manager
@@ -20,6 +21,8 @@ def create_app(overrides: dict | None = None) -> Flask:
     from portal.web.patient import bp as patient_bp
     from portal.web.staff import bp as staff_bp
 
+    if app.config["PROXIES"]:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=app.config["PROXIES"], x_proto=app.config["PROXIES"])
     db.init_app(app)
     csrf.init_app(app)
     login_manager.init_app(app)

@@ -47,6 +47,9 @@ def load_config(instance_path: str, overrides: dict | None = None) -> dict:
         # the one-time code shows up in the dev outbox at once.
         "DISPATCH_INLINE": _env_bool("DISPATCH_INLINE", development or env == "testing"),
         "HOLD_MINUTES": int(_env("HOLD_MINUTES", "10")),
+        # How many proxies (e.g. nginx) stand in front of the app and set X-Forwarded-For/-Proto.
+        # 0 trusts no such header: a client could otherwise write any address into the audit log.
+        "PROXIES": int(_env("PROXIES", "0")),
         "PATIENT_IDLE": timedelta(minutes=15),
         "PATIENT_ABSOLUTE": timedelta(minutes=60),
         "STAFF_IDLE": timedelta(minutes=30),

@@ -5,8 +5,10 @@ import pytest
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import DatabaseError
 
+from portal.extensions import db as portal_db
 from portal.models import AuditEntry
 from portal.services.errors import AuditIsAppendOnly
+from tests.conftest import make_test_app
 from tests.factories import add_slots, future_day, invite_patient, make_clinic
 from tests.staff_helpers import make_staff, sign_in
 
@@ -30,6 +32,23 @@ def test_each_view_of_a_patient_record_writes_one_audit_row(db, client, in_app, 
         ("view", "patient", invited.patient.id), ("view", "enrolment", invited.enrolment.id),
         ("view", "patient", invited.patient.id)]
     assert all(r.remote_addr for r in rows) and all(r.occurred_at.tzinfo is not None for r in rows)
+
+
+def test_behind_a_proxy_the_audit_log_keeps_the_readers_address_and_no_one_else_can_write_it(
+        db, client, connection, in_app, database_url):
+    """With PORTAL_PROXIES=1 (nginx in front) the address is the one the proxy saw; without a
+    proxy configured, an X-Forwarded-For sent by the client itself is ignored."""
+    proxied = make_test_app(database_url, PROXIES=1)
+    portal_db.bind_factory(proxied, connection[1])
+    invited = invite_patient(db, in_app, make_clinic(db))
+    account = make_staff(db, in_app, "coordinator")
+    seen = {}
+    for step, (name, app_client) in enumerate((("proxied", proxied.test_client()), ("direct", client))):
+        sign_in(app_client, account, steps_ahead=step)  # a code is good once: the next sign-in needs the next
+        response = app_client.get(f"/staff/patients/{invited.patient.id}", headers={"X-Forwarded-For": "203.0.113.7"})
+        assert response.status_code == 200
+        seen[name] = audit_rows(db, staff_id=account.user.id, action="view")[-1].remote_addr
+    assert seen == {"proxied": "203.0.113.7", "direct": "127.0.0.1"}
 
 
 def test_the_schedule_audits_each_booked_visit_it_shows(db, client, in_app):
