@@ -10,6 +10,7 @@ import hashlib
 import os
 import platform
 import secrets
+import shutil
 import statistics
 import sys
 import tempfile
@@ -25,7 +26,6 @@ from itsdangerous import URLSafeTimedSerializer  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 
 from portal import create_app  # noqa: E402
-from portal.database import make_engine  # noqa: E402
 from portal.migrate import upgrade_database  # noqa: E402
 
 README = ROOT / "bench" / "README.md"
@@ -435,6 +435,58 @@ class Gunicorn:
         """Tracebacks gunicorn logged (a 500 leaves one)."""
         text_ = self.log.read_text() if self.log.exists() else ""
         return text_ if "Traceback" in text_ else ""
+
+
+class Nginx:
+    """nginx on 127.0.0.1 in front of a server, as in production: it keeps the clients'
+    connections (keep-alive, a person reading a page) and hands each buffered request to
+    gunicorn, where whichever sync worker is free accepts it."""
+
+    def __init__(self, upstream_url: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.folder = Path(tempfile.mkdtemp(prefix="bench-nginx-"))
+        temp_paths = " ".join(f"{kind}_temp_path {self.folder}/{kind};"
+                              for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+        (self.folder / "nginx.conf").write_text(
+            ("user root;\n" if os.geteuid() == 0 else "")
+            + f"worker_processes 1;\ndaemon off;\npid {self.folder}/nginx.pid;\n"
+            f"error_log {self.folder}/error.log warn;\nevents {{ worker_connections 4096; }}\n"
+            f"http {{\n  access_log off;\n  {temp_paths}\n"
+            f"  upstream app {{ server {upstream_url.removeprefix('http://')}; }}\n"
+            f"  server {{\n    listen 127.0.0.1:{self.port} backlog=2048;\n    keepalive_requests 100000;\n"
+            "    location / { proxy_pass http://app; proxy_set_header Host $http_host; }\n  }\n}\n")
+        self.process = None
+
+    def __enter__(self) -> "Nginx":
+        import subprocess
+        import time as clock
+        import urllib.error
+        import urllib.request
+
+        self.process = subprocess.Popen(["nginx", "-c", str(self.folder / "nginx.conf"), "-p", str(self.folder)],
+                                        start_new_session=True)
+        deadline = clock.monotonic() + 10
+        while clock.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(self.url + "/", timeout=2)
+                return self
+            except urllib.error.HTTPError:
+                return self  # it answers
+            except OSError:
+                if self.process.poll() is not None:
+                    break
+                clock.sleep(0.1)
+        self.__exit__(None, None, None)
+        raise RuntimeError("nginx did not start: " + (self.folder / "error.log").read_text()[-2000:])
+
+    def __exit__(self, *_exc) -> None:
+        import signal
+
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(timeout=20)
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def load_average() -> str:

@@ -11,7 +11,9 @@ production (PORTAL_ENV=production) and, in the same run, the bare Flask app of
 bench/hello_app.py, both on 127.0.0.1 with the same settings. wrk (Debian's `wrk`)
 drives each patient GET page from its own process with 50 connections, a Lua script
 rotating through the patients' session cookies. The hello app is measured before and
-after the pages; the ratio uses their mean.
+after the pages; the ratio uses their mean. Then 50 patients who read each page for
+about a second, served as deployed (nginx in front of the sync workers, Debian's
+`nginx-light`, docs/deployment.md) and by threaded workers facing the clients.
 
 Targets: every patient GET page >= 0.30 of bare Flask's requests/s; p95 <= 50 ms at 50
 concurrent users.
@@ -27,12 +29,13 @@ import subprocess
 import tempfile
 import urllib.error
 import urllib.request
+from contextlib import nullcontext
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from sqlalchemy import text
 
-from common import (COOKIE_NAME, ROOT, SHARED_NOTE, Gunicorn, add_patients, analyze, bench_app, build_world,
+from common import (COOKIE_NAME, ROOT, SHARED_NOTE, Gunicorn, Nginx, add_patients, analyze, bench_app, build_world,
                     drop_database, fresh_database, load_average, machine, production_env, stamp, version,
                     write_section)
 
@@ -40,6 +43,8 @@ TITLE = "Patient pages under load, against bare Flask"
 RATIO_TARGET, P95_TARGET = 0.30, 50.0
 THINK_MS = 1000  # mean time a patient spends on a page before the next request
 PEOPLE_THREADS = 8  # gthread workers for the patients-reading run (see measure)
+SERVING = {"nginx": "nginx in front of the sync workers, as deployed",
+           "gthread": f"gthread workers x {PEOPLE_THREADS} threads facing the clients"}
 LUA = """
 local items = {%s}
 local n = 0
@@ -223,18 +228,24 @@ def measure(backend: str, duration: int, connections: int, workers: int) -> dict
         print(f"  bare Flask (after): {after['rps']:.0f} req/s, p95 {after['p95']:.1f} ms")
         server_errors = portal.errors()
     # Fifty people using the portal at once: each reads a page for about a second before
-    # the next one, every page of the journey mixed. Served by threaded workers: a sync
-    # worker waits on a connection that sits idle while its person reads (which is why
-    # gunicorn's docs put sync workers behind a buffering proxy such as nginx).
+    # the next one, every page of the journey mixed. Served as deployed (docs/deployment.md):
+    # nginx keeps the people's connections and hands each request to whichever sync worker
+    # is free; and, for comparison, gunicorn's threaded workers facing the clients directly
+    # (a sync worker alone would wait on a connection that sits idle while its person reads).
     mixed = [item for name, items in pages.items() if not name.startswith("landing") for item in items]
     random.Random(7).shuffle(mixed)
-    with Gunicorn("wsgi:app", env=production_env(url), workers=workers, threads=PEOPLE_THREADS) as portal:
-        wrk(portal.url, mixed, 2, connections, threads)  # warm up every worker
-        people = wrk(portal.url, mixed, max(duration, 20), connections, threads, think_ms=THINK_MS)
-        print(f"  {connections} patients reading ~{THINK_MS} ms per page: {people['rps']:.0f} req/s, "
-              f"p50 {people['p50']:.1f}  p95 {people['p95']:.1f}  p99 {people['p99']:.1f} ms  "
-              f"errors {people['errors']}")
-        server_errors += portal.errors()
+    people = {}
+    for serving, threads_per_worker in (("nginx", 0), ("gthread", PEOPLE_THREADS)):
+        with Gunicorn("wsgi:app", env=production_env(url), workers=workers, threads=threads_per_worker) as portal:
+            front = Nginx(portal.url) if serving == "nginx" else nullcontext(portal)
+            with front as server:
+                wrk(server.url, mixed, 2, connections, threads)  # warm up every worker
+                people[serving] = result = wrk(server.url, mixed, max(duration, 20), connections, threads,
+                                               think_ms=THINK_MS)
+            print(f"  {connections} patients reading ~{THINK_MS} ms per page ({SERVING[serving]}): "
+                  f"{result['rps']:.0f} req/s, p50 {result['p50']:.1f}  p95 {result['p95']:.1f}  "
+                  f"p99 {result['p99']:.1f} ms  errors {result['errors']}")
+            server_errors += portal.errors()
     if server_errors:
         print("gunicorn logged errors:\n" + server_errors[-3000:])
     drop_database(url)
@@ -270,15 +281,15 @@ def report(runs: dict[str, dict], duration: int, connections: int, workers: int)
                          f"{r['p99']:.1f} ms | {r['errors']} | {'met' if r['ratio'] >= RATIO_TARGET else '**missed**'} "
                          f"| {'met' if r['p95'] <= P95_TARGET else '**missed**'} | {r['wall_p50']:.1f} ms | "
                          f"{r['cpu_p50']:.1f} ms | {r['bytes']} |")
-        people = run["people"]
         lines += ["", f"{connections} patients at once, each reading a page for 0.5–1.5 s (wrk's `delay`) before "
-                  f"the next, every page but landing mixed, {max(duration, 20)} s, served by {workers} gthread "
-                  f"workers x {PEOPLE_THREADS} threads (sync workers wait on each idle connection): "
-                  f"{people['rps']:.0f} req/s, "
-                  f"p50 {people['p50']:.1f} ms, p95 {people['p95']:.1f} ms, p99 {people['p99']:.1f} ms, "
-                  f"{people['errors']} errors — p95 <= 50 ms: "
-                  f"{'met' if people['p95'] <= P95_TARGET else '**missed**'}.", ""]
-    lines += ["Reproduce: `apt-get install -y wrk`, then `.venv/bin/python bench/pages.py --write-readme` "
+                  f"the next, every page but landing mixed, {max(duration, 20)} s:", "",
+                  "| served by | req/s | p50 | p95 | p99 | errors | p95 <= 50 ms |", "|---|---|---|---|---|---|---|"]
+        for serving, people in run["people"].items():
+            lines.append(f"| {SERVING[serving]} | {people['rps']:.0f} | {people['p50']:.1f} ms | "
+                         f"{people['p95']:.1f} ms | {people['p99']:.1f} ms | {people['errors']} | "
+                         f"{'met' if people['p95'] <= P95_TARGET else '**missed**'} |")
+        lines.append("")
+    lines += ["Reproduce: `apt-get install -y wrk nginx-light`, then `.venv/bin/python bench/pages.py --write-readme` "
               "(PostgreSQL on 127.0.0.1:5432, user postgres; the bench creates and drops the database "
               "`bench_pages`).", ""]
     return lines
@@ -292,8 +303,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=4, help="gunicorn sync workers (both apps)")
     parser.add_argument("--write-readme", action="store_true")
     args = parser.parse_args()
-    if not shutil.which("wrk"):
-        raise SystemExit("wrk is not installed: apt-get install -y wrk")
+    for tool in ("wrk", "nginx"):
+        if not shutil.which(tool):
+            raise SystemExit(f"{tool} is not installed: apt-get install -y wrk nginx-light")
     runs = {}
     for backend in ("sqlite", "postgresql") if args.backend == "both" else (args.backend,):
         print(backend)
