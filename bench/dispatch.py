@@ -159,8 +159,9 @@ def _due(now: datetime) -> str:
 
 
 def _reset_outbox(engine) -> None:
-    run_sql(engine, ["UPDATE outbox_message SET status = 'pending', sent_at = NULL, attempts = 0, claimed_until = NULL, "
-                     "provider_message_id = '', delivered_at = NULL, next_attempt_at = now() - interval '1 minute'"])
+    run_sql(engine, ["UPDATE outbox_message SET status = 'pending', sent_at = NULL, attempts = 0, "
+                     "claimed_until = NULL, provider_message_id = '', delivered_at = NULL, "
+                     "next_attempt_at = now() - interval '1 minute'"])
     _vacuum(engine)
 
 
@@ -169,8 +170,8 @@ def _reset_sequence(engine) -> None:
     due = _due(datetime.now(timezone.utc))
     run_sql(engine, ["DELETE FROM event", "DELETE FROM outbox_message", "DELETE FROM link",
                      "DELETE FROM enrolment_fact_change",
-                     f"UPDATE enrolment SET status = 'invited', next_step = 0, next_step_at = {due}, escalated_at = NULL, "
-                     "last_contacted_at = NULL"])
+                     f"UPDATE enrolment SET status = 'invited', next_step = 0, next_step_at = {due}, "
+                     "escalated_at = NULL, last_contacted_at = NULL"])
     _vacuum(engine)
 
 
@@ -290,7 +291,8 @@ def main() -> None:
                         help="enrolments due, i.e. messages (enough that process start weighs little)")
     parser.add_argument("--batch", type=int, default=100, help="messages per dispatch batch (DISPATCH_BATCH)")
     parser.add_argument("--dispatchers", type=int, default=4)
-    parser.add_argument("--email-percent", type=int, default=25, help="patients with no phone: their message is an email")
+    parser.add_argument("--email-percent", type=int, default=25,
+                        help="patients with no phone: their message is an email")
     parser.add_argument("--write-readme", action="store_true", help="replace the section in bench/README.md")
     parser.add_argument("--print-section", action="store_true", help="print the README section")
     args = parser.parse_args()
@@ -302,8 +304,9 @@ def main() -> None:
           f"after {run['load']}")
     for (mode, count), r in run["runs"].items():
         print(f"  {MODES[mode]}, {count} process(es): {r['unique']} sent in {r['elapsed']:.1f} s = {r['per_s']:.0f}/s "
-              f"(start {r['boot']:.1f} s; after the last send {r['tail']:.1f} s; span {r['span']:.1f} s = {r['span_per_s']:.0f}/s), duplicates "
-              f"{r['duplicates']}, marked sent {r['sent']}, not sent {r['not_sent']}")
+              f"(start {r['boot']:.1f} s; after the last send {r['tail']:.1f} s; span {r['span']:.1f} s = "
+              f"{r['span_per_s']:.0f}/s), duplicates {r['duplicates']}, marked sent {r['sent']}, "
+              f"not sent {r['not_sent']}")
     if args.print_section:
         print("\n".join([f"## {TITLE}", "", *report(run, args.batch)]))
     if args.write_readme:

@@ -127,6 +127,7 @@ def next_send_time(moment: datetime, zone: ZoneInfo, start_hour: int = 8, end_ho
 
 _outbox, _patient, _enrolment, _campaign = (OutboxMessage.__table__, Patient.__table__, Enrolment.__table__,
                                             Campaign.__table__)
+_at = _outbox.c.next_attempt_at.type
 # What a claim judges each candidate by, read with the candidate in one statement.
 _refused_now = exists().where(ChannelConsent.patient_id == _outbox.c.patient_id, ChannelConsent.granted.is_(False),
                               or_(ChannelConsent.channel == _outbox.c.channel, ChannelConsent.channel == "all"))
@@ -140,8 +141,8 @@ _CANDIDATES = (
                  .outerjoin(_enrolment, _enrolment.c.id == _outbox.c.enrolment_id)
                  .outerjoin(_campaign, _campaign.c.id == func.coalesce(_outbox.c.campaign_id,
                                                                        _enrolment.c.campaign_id)))
-    .where(_outbox.c.status == OutboxStatus.PENDING, _outbox.c.next_attempt_at <= bindparam("now"),
-           or_(_outbox.c.claimed_until.is_(None), _outbox.c.claimed_until <= bindparam("now")))
+    .where(_outbox.c.status == OutboxStatus.PENDING, _outbox.c.next_attempt_at <= bindparam("now", type_=_at),
+           or_(_outbox.c.claimed_until.is_(None), _outbox.c.claimed_until <= bindparam("now", type_=_at)))
     .order_by(_outbox.c.next_attempt_at, _outbox.c.id)
     .limit(bindparam("limit"))
     .with_for_update(skip_locked=True, of=_outbox))

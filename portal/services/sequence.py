@@ -168,7 +168,8 @@ def run_due_steps(session: Session, now: datetime | None = None, limit: int = BA
     # A step already in the outbox (another run queued it) is not queued, linked or counted twice.
     keys = [_dedupe_key(row, channel) for row, channel in steps if channel is not None]
     queued = set(session.scalars(select(_outbox.c.dedupe_key).where(_outbox.c.dedupe_key.in_(keys))))
-    sending = [(row, channel) for row, channel in steps if channel is not None and _dedupe_key(row, channel) not in queued]
+    sending = [(row, channel) for row, channel in steps
+               if channel is not None and _dedupe_key(row, channel) not in queued]
     contacted = _queue_steps(session, sending, now) if sending else {}
     changes, escalations = [], []
     for row in due:
