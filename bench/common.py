@@ -381,6 +381,27 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def answers(url: str, process, seconds: float) -> bool:
+    """Wait until a server just started answers HTTP at `url` (any status); False if it
+    exits or stays silent for `seconds`."""
+    import time as clock
+    import urllib.error
+    import urllib.request
+
+    deadline = clock.monotonic() + seconds
+    while clock.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url + "/", timeout=2)
+            return True
+        except urllib.error.HTTPError:
+            return True
+        except OSError:
+            if process.poll() is not None:
+                return False
+            clock.sleep(0.1)
+    return False
+
+
 class Gunicorn:
     """`gunicorn` serving an app on 127.0.0.1 only, in its own process group, stopped on exit."""
 
@@ -398,24 +419,12 @@ class Gunicorn:
 
     def __enter__(self) -> "Gunicorn":
         import subprocess
-        import time as clock
-        import urllib.error
-        import urllib.request
 
         self.process = subprocess.Popen(self.command, env=self.env, start_new_session=True)
-        deadline = clock.monotonic() + 30
-        while clock.monotonic() < deadline:
-            try:
-                urllib.request.urlopen(self.url + "/", timeout=2)
-                return self
-            except urllib.error.HTTPError:
-                return self  # it answers
-            except OSError:
-                if self.process.poll() is not None:
-                    break
-                clock.sleep(0.2)
-        self.__exit__(None, None, None)
-        raise RuntimeError(f"gunicorn did not start: {self.log.read_text()[-2000:]}")
+        if not answers(self.url, self.process, 30):
+            self.__exit__(None, None, None)
+            raise RuntimeError(f"gunicorn did not start: {self.log.read_text()[-2000:]}")
+        return self
 
     def __exit__(self, *_exc) -> None:
         import signal
@@ -460,25 +469,13 @@ class Nginx:
 
     def __enter__(self) -> "Nginx":
         import subprocess
-        import time as clock
-        import urllib.error
-        import urllib.request
 
         self.process = subprocess.Popen(["nginx", "-c", str(self.folder / "nginx.conf"), "-p", str(self.folder)],
                                         start_new_session=True)
-        deadline = clock.monotonic() + 10
-        while clock.monotonic() < deadline:
-            try:
-                urllib.request.urlopen(self.url + "/", timeout=2)
-                return self
-            except urllib.error.HTTPError:
-                return self  # it answers
-            except OSError:
-                if self.process.poll() is not None:
-                    break
-                clock.sleep(0.1)
-        self.__exit__(None, None, None)
-        raise RuntimeError("nginx did not start: " + (self.folder / "error.log").read_text()[-2000:])
+        if not answers(self.url, self.process, 10):
+            self.__exit__(None, None, None)
+            raise RuntimeError("nginx did not start: " + (self.folder / "error.log").read_text()[-2000:])
+        return self
 
     def __exit__(self, *_exc) -> None:
         import signal
