@@ -28,12 +28,13 @@ is harmless). A row that keeps killing its dispatcher is dead-lettered after
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import Row, and_, bindparam, case, exists, func, or_, select, update
+from sqlalchemy import Engine, Row, and_, bindparam, case, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from portal.channels import ChannelError, MessageChannel, PermanentChannelError, Sent
@@ -343,10 +344,11 @@ class _Outcomes:
     unsent: list[dict] = field(default_factory=list)
 
     def write(self, session: Session) -> None:
+        # executemany for a whole call; a single execute for one message (no pipeline to set up).
         if self.sent:
-            session.execute(_MARK_SENT, self.sent)
+            session.execute(_MARK_SENT, self.sent if len(self.sent) > 1 else self.sent[0])
         if self.unsent:
-            session.execute(_MARK_UNSENT, self.unsent)
+            session.execute(_MARK_UNSENT, self.unsent if len(self.unsent) > 1 else self.unsent[0])
         self.sent, self.unsent = [], []
 
 
@@ -444,22 +446,38 @@ def dispatch_batch(session: Session, channels: dict[str, MessageChannel], now: d
     claimed = claim_due(session, now, limit, policy, report)
     session.commit()
     outcomes = _Outcomes()
-    for group in _hand_offs(claimed, channels):
-        outcomes.write(session)
-        live, opted_out = _last_look(session, group)
-        session.commit()  # the previous call's outcomes are durable before the next call
-        for message in opted_out:
-            outcomes.unsent.append({"b_id": message.id, "b_status": OutboxStatus.CANCELLED,
-                                    "b_error": "opted out", "b_next": None})
-            report.cancelled += 1
-        if live:
-            _send(channels, live, now, policy, report, outcomes)
-    outcomes.write(session)
-    session.commit()
+    with _one_connection(session) as sending:
+        for group in _hand_offs(claimed, channels):
+            outcomes.write(sending)
+            live, opted_out = _last_look(sending, group)
+            sending.commit()  # the previous call's outcomes are durable before the next call
+            for message in opted_out:
+                outcomes.unsent.append({"b_id": message.id, "b_status": OutboxStatus.CANCELLED,
+                                        "b_error": "opted out", "b_next": None})
+                report.cancelled += 1
+            if live:
+                _send(channels, live, now, policy, report, outcomes)
+        outcomes.write(sending)
+        sending.commit()
     _expire_loaded(session, {message.id for message in claimed})
     if report.handled:
         log.info("dispatch: %s", report)
     return report
+
+
+@contextmanager
+def _one_connection(session: Session) -> Iterator[Session]:
+    """The session that writes a batch's outcomes, holding one connection across its
+    commits. A session bound to an engine hands its connection back to the pool at each
+    commit, and the pool pings it (pool_pre_ping) at the next checkout: one more round
+    trip per message where a channel takes one message per call. A session already
+    bound to a connection (the tests' savepoints) is used as it is."""
+    bind = session.get_bind()
+    if not isinstance(bind, Engine):
+        yield session
+        return
+    with bind.connect() as connection, Session(bind=connection) as sending:
+        yield sending
 
 
 def _expire_loaded(session: Session, ids: set[int]) -> None:
