@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import re
 import shutil
@@ -300,7 +301,8 @@ def main() -> None:
     parser.add_argument("--backend", choices=("sqlite", "postgresql", "both"), default="both")
     parser.add_argument("--duration", type=int, default=10, help="seconds of load per page")
     parser.add_argument("--connections", type=int, default=50)
-    parser.add_argument("--workers", type=int, default=4, help="gunicorn sync workers (both apps)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2,
+                        help="gunicorn workers for both apps (default: one per core, as docs/deployment.md advises)")
     parser.add_argument("--write-readme", action="store_true")
     args = parser.parse_args()
     for tool in ("wrk", "nginx"):
