@@ -130,8 +130,9 @@ _outbox, _patient, _enrolment, _campaign = (OutboxMessage.__table__, Patient.__t
                                             Campaign.__table__)
 _at = _outbox.c.next_attempt_at.type
 # What a claim judges each candidate by, read with the candidate in one statement.
-_refused_now = exists().where(ChannelConsent.patient_id == _outbox.c.patient_id, ChannelConsent.granted.is_(False),
-                              or_(ChannelConsent.channel == _outbox.c.channel, ChannelConsent.channel == "all"))
+_consent = ChannelConsent.__table__
+_refused_now = exists().where(_consent.c.patient_id == _outbox.c.patient_id, _consent.c.granted.is_(False),
+                              or_(_consent.c.channel == _outbox.c.channel, _consent.c.channel == "all"))
 _CANDIDATES = (
     select(_outbox.c.id, _outbox.c.patient_id, _outbox.c.channel, _outbox.c.template, _outbox.c.step,
            _outbox.c.attempts, _outbox.c.last_error, _outbox.c.campaign_id,
