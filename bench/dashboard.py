@@ -64,8 +64,9 @@ ANALYSIS = (
     "indexes (it hashes a sequential scan in ~0.1 s and uses percentile_cont): making them SQLite-only would "
     "take the rebuild back, but needs the migrations' autogenerate comparison to skip them there. With a "
     "patient enrolled twice in the campaign the report still folds enrolments per patient row by row "
-    "(slower; not in this bench). Since `portal dispatch` applies queued changes when idle, a view after a "
-    "day of sending should rarely find more than 2 000 changed patients. The before/after pairs above are from "
+    "(slower; not in this bench). Since `portal dispatch` brings the kept facts up to date when idle (the "
+    "queued changes, and a rebuild after a definition change or a flood of changes), a view pays for a "
+    "rebuild only on a campaign's first view or where no dispatcher runs. The before/after pairs above are from "
     "the Intel Xeon host of the morning; the table below is a run on the AMD EPYC host of the afternoon (2-4 "
     "times faster; 15:52 UTC, load ~0.9): the page 102 ms (SQLite) and 171 ms (PostgreSQL), a full rebuild 4.1 s "
     "and 4.9 s.")

@@ -20,7 +20,7 @@ from flask.cli import with_appcontext
 
 from portal.channels import build_channels, channels_on_dev_outbox
 from portal.extensions import db
-from portal.services.analytics import drain_fact_changes
+from portal.services.analytics import keep_facts_current
 from portal.services.dispatch import DispatchPolicy, DispatchReport, dispatch_batch, FaultHook
 from portal.services.sequence import run_due_steps
 
@@ -65,7 +65,7 @@ def run_dispatcher(session, channels, policy: DispatchPolicy, *, stop: threading
             session.commit()
             report = dispatch_batch(session, channels, now=now, limit=batch, policy=policy)  # ... and it goes out
             if report.handled == 0:  # idle: bring the dashboard's facts up to date, keeping their queue short
-                drain_fact_changes(session)
+                keep_facts_current(session, now)
                 session.commit()
         except DBAPIError:
             # A database blip (restart, failover) must not end a long-running

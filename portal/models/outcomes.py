@@ -1,7 +1,7 @@
 """Campaign outcomes kept ready for the dashboard: one narrow row of facts per enrolment.
 
 The rows are derived data, written only by ``portal.services.analytics`` (``refresh_facts``,
-``drain_fact_changes``).
+``keep_facts_current``).
 Database triggers (migration 0007) append the patient to ``enrolment_fact_change``
 whenever a row the facts are computed from is written: an outbox message that left or
 was delivered, an opened link, a verification or an opt-out, an appointment, a slot

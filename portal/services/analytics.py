@@ -199,7 +199,7 @@ DIMENSIONS = {
 
 # --- the facts: computed from the sources, kept in enrolment_fact -----------------------------------------
 
-FACTS_VERSION = 2  # bump when a definition below changes: every campaign's facts are then rebuilt on next read
+FACTS_VERSION = 2  # bump when a definition below changes: every campaign's facts are then rebuilt (by an idle `portal dispatch`, or on next read)
 INCREMENTAL_LIMIT = 2000  # more patients changed than this: rebuild the campaign's facts in one go instead
 OPT_OUT_KEYS = (*CHANNELS, "all")  # bit i of opted_out_channels
 
@@ -572,15 +572,21 @@ def _take_changes(session: Session, kept: dict[int, EnrolmentFactRefresh], curre
     return False
 
 
-def drain_fact_changes(session: Session) -> None:
-    """Apply the queued changes to every campaign whose facts are kept, without a report, so
-    the queue stays short where nobody opens a dashboard for months (``portal dispatch`` runs
-    it when idle). Writes and flushes; the caller commits."""
-    if session.scalar(select(EnrolmentFactChange.id).limit(1)) is None:
-        return
-    _no_jit(session)
-    _take_changes(session, _lock_kept(session), None, False)
-    session.flush()
+def keep_facts_current(session: Session, now: datetime | None = None) -> None:
+    """What ``portal dispatch`` does when it has nothing to send: apply the queued changes to
+    every campaign whose facts are kept, then bring each of them fully up to date, so the
+    queue stays short where nobody opens a dashboard for months and the slow cases (a
+    rebuild after a deploy changed a definition, or after a flood of changes; new
+    enrolments; a new window end) are paid here rather than by the next person who opens
+    the dashboard. Cheap when nothing changed. Writes and flushes; the caller commits."""
+    kept_ids = select(EnrolmentFactRefresh.campaign_id)
+    kept = list(session.scalars(select(Campaign).where(Campaign.id.in_(kept_ids)).order_by(Campaign.id)))
+    if session.scalar(select(EnrolmentFactChange.id).limit(1)) is not None:
+        _no_jit(session)
+        _take_changes(session, _lock_kept(session), None, False)  # past the limit: forgets the facts (rebuilt below)
+        session.flush()
+    for campaign in kept:
+        refresh_facts(session, campaign, now)
 
 
 def refresh_facts(session: Session, campaign: Campaign, now: datetime | None = None) -> None:
