@@ -325,3 +325,39 @@ def test_the_idle_clock_touch_gives_way_to_a_concurrent_write(clinic_with_patien
         moved = [row for row in session.scalars(select(WebSession))
                  if row.last_seen_at > before.get(row.key_hash, row.last_seen_at)]
     assert len(moved) == 1, "the next page moved the patient's idle clock"
+
+
+def test_two_patients_booking_neighbouring_times_a_buffer_apart_get_one(clinic_with_patients):
+    """With 15 minutes kept free after each visit, 9:00 and 9:30 with the same provider can't
+    both be booked: two patients tapping them at the same moment get exactly one."""
+    from portal.models import AppointmentType
+
+    app, clinic, browsers, contested = clinic_with_patients
+    with fresh_session(app) as session:
+        session.get(AppointmentType, clinic.type_id).buffer_after_minutes = 15
+        session.commit()
+    first, second = browsers[0], browsers[1]
+    nine, half_past = first.slot_ids()[:2]
+
+    barrier = threading.Barrier(2)
+    results: dict[int, object] = {}
+
+    def book(slot_id: int, browser: PatientBrowser) -> None:
+        form = {"csrf_token": CSRF.search(browser.page).group(1), "slot": slot_id, "appointment_type": clinic.type_id}
+        barrier.wait()
+        try:
+            results[slot_id] = browser.client.post("/visit/book", data=form)
+        except BaseException as error:  # noqa: BLE001 - reported below
+            results[slot_id] = error
+
+    threads = [threading.Thread(target=book, args=(nine, first)), threading.Thread(target=book, args=(half_past, second))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert not [r for r in results.values() if isinstance(r, BaseException)], results
+    assert sorted(r.status_code for r in results.values()) == [303, 409], {k: r.status_code for k, r in results.items()}
+    assert len(appointments_on(app, nine)) + len(appointments_on(app, half_past)) == 1
+    loser = next(r for r in results.values() if r.status_code == 409)
+    assert TAKEN in loser.get_data(as_text=True)

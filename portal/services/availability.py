@@ -2,19 +2,23 @@
 the soonest open times, one indexed query per page."""
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, case, or_, select
+from sqlalchemy import and_, case, exists, or_, select
 from sqlalchemy.orm import Session, joinedload
 
-from portal.models import AppointmentType, AppointmentTypeGap, Enrolment, Location, Modality, Slot, utcnow
+from portal.models import (Appointment, AppointmentStatus, AppointmentType, AppointmentTypeGap, Enrolment, Location,
+                           Modality, Slot, utcnow)
 from portal.services.errors import NotAvailable
 
 MIN_NOTICE = timedelta(hours=2)  # no booking a time the clinic can't prepare for
 BOOKING_HORIZON = timedelta(days=90)
 EVENING_STARTS = time(17, 0)
+MAX_BUFFER = timedelta(minutes=240)  # the longest buffer a type may have (clinic_setup.BUFFER_RANGE)
+BUFFER_ROUNDS = 10  # pages of candidates a search reads, at most, to fill one page around buffered bookings
 
 
 class Window:
@@ -122,7 +126,66 @@ def search_slots(session: Session, enrolment: Enrolment, appointment_type: Appoi
         after = select(Slot.starts_at).where(Slot.id == after_slot_id).scalar_subquery()
         query = query.where(or_(Slot.starts_at > after, and_(Slot.starts_at == after, Slot.id > after_slot_id)))
     rows = list(session.scalars(query).unique())
+    if clinic_uses_buffers(session, appointment_type.clinic_id):
+        return _page_clear_of_buffers(session, query, rows, appointment_type, limit)
     return SlotPage(slots=rows[:limit], has_more=len(rows) > limit)
+
+
+def _page_clear_of_buffers(session: Session, query, rows: list[Slot], appointment_type: AppointmentType,
+                           limit: int) -> SlotPage:
+    """Leave out the times that buffers make unbookable, reading further candidates (by the
+    same keyset) until the page is full, the times run out or BUFFER_ROUNDS pages were read."""
+    kept: list[Slot] = []
+    for _round in range(BUFFER_ROUNDS):
+        clashing = buffer_clashes(session, rows, appointment_type)
+        kept += [slot for slot in rows if slot.id not in clashing]
+        if len(kept) > limit or len(rows) <= limit:
+            return SlotPage(slots=kept[:limit], has_more=len(kept) > limit)
+        last = rows[-1]
+        rows = list(session.scalars(query.where(or_(Slot.starts_at > last.starts_at,
+                                                    and_(Slot.starts_at == last.starts_at, Slot.id > last.id))))
+                    .unique())
+    return SlotPage(slots=kept[:limit], has_more=True)
+
+
+def clinic_uses_buffers(session: Session, clinic_id: int) -> bool:
+    """Whether any of the clinic's appointment types keeps time free around its visits."""
+    return bool(session.scalar(select(exists().where(
+        AppointmentType.clinic_id == clinic_id,
+        or_(AppointmentType.buffer_before_minutes > 0, AppointmentType.buffer_after_minutes > 0)))))
+
+
+def buffer_clashes(session: Session, slots: list[Slot], appointment_type: AppointmentType,
+                   ignore_appointment_id: int | None = None) -> set[int]:
+    """The ids of the slots that can't be booked for this type because of buffers.
+
+    A booking takes from its provider its slot's time plus its type's buffers (time kept
+    free before and after, e.g. for check-in or cleaning); two bookings' times may not
+    overlap. So a slot clashes when its time widened by this type's buffers overlaps
+    another live booking of the same provider, in another slot, widened by that booking's
+    type's buffers. One statement for all the slots; the overlap is judged here so the SQL
+    stays the same on SQLite and PostgreSQL."""
+    if not slots:
+        return set()
+    before = timedelta(minutes=appointment_type.buffer_before_minutes)
+    after = timedelta(minutes=appointment_type.buffer_after_minutes)
+    earliest = min(slot.starts_at for slot in slots) - before - MAX_BUFFER
+    latest = max(slot.ends_at for slot in slots) + after + MAX_BUFFER
+    booked = session.execute(
+        select(Slot.id, Slot.provider_id, Slot.starts_at, Slot.ends_at,
+               AppointmentType.buffer_before_minutes, AppointmentType.buffer_after_minutes)
+        .join(Appointment, Appointment.slot_id == Slot.id)
+        .join(AppointmentType, AppointmentType.id == Appointment.appointment_type_id)
+        .where(Appointment.status == AppointmentStatus.BOOKED, Appointment.id != (ignore_appointment_id or 0),
+               Slot.provider_id.in_({slot.provider_id for slot in slots}),
+               Slot.starts_at < latest, Slot.ends_at > earliest))
+    taken = defaultdict(list)  # provider -> (slot id, busy from, busy until)
+    for slot_id, provider_id, starts_at, ends_at, its_before, its_after in booked:
+        taken[provider_id].append((slot_id, starts_at - timedelta(minutes=its_before),
+                                   ends_at + timedelta(minutes=its_after)))
+    return {slot.id for slot in slots
+            if any(other != slot.id and busy_from < slot.ends_at + after and busy_until > slot.starts_at - before
+                   for other, busy_from, busy_until in taken[slot.provider_id])}
 
 
 def group_by_local_day(slots: list[Slot]) -> list[tuple[date, list[Slot]]]:

@@ -4,6 +4,10 @@ Every change to a slot's seats is one conditional UPDATE whose WHERE clause stat
 the rule ("a seat is free and nobody else holds it"). The database applies it to
 the row atomically on SQLite and PostgreSQL alike, so two patients can never get
 the same seat: the loser's UPDATE matches no row and becomes SlotTaken.
+
+Where a clinic's appointment types keep time free around their visits (buffers), a
+booking also may not overlap another booking of the same provider once both are
+widened by their buffers; bookings of one provider are then judged one at a time.
 """
 from __future__ import annotations
 
@@ -15,8 +19,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload
 
 from portal.models import (Appointment, AppointmentStatus, AppointmentType, Enrolment, EnrolmentStatus, Link,
-                           Modality, Slot, utcnow)
-from portal.services.availability import booking_window, slot_is_free
+                           Modality, Provider, Slot, utcnow)
+from portal.services.availability import booking_window, buffer_clashes, clinic_uses_buffers, slot_is_free
 from portal.services.errors import InvalidInput, NoLiveAppointment, NotAvailable, SlotTaken
 from portal.services.events import record_event
 from portal.services.messages import queue_notice
@@ -63,6 +67,24 @@ def _check_slot_fits(slot: Slot | None, appointment_type: AppointmentType, now: 
     return slot
 
 
+def _check_buffers(session: Session, slot: Slot, appointment_type: AppointmentType, *,
+                   replacing: Appointment | None = None, moving: Enrolment | None = None, lock: bool = False) -> None:
+    """Raise SlotTaken when buffers make the slot unbookable for this type (see
+    `availability.buffer_clashes`). The booking being replaced doesn't count (nor, for a
+    hold, the `moving` enrolment's live visit: the hold may start a move). With `lock` the
+    provider's row is locked first, so two requests booking neighbouring times of one
+    provider are judged one after the other (PostgreSQL; SQLite's write lock already
+    serialises them)."""
+    if not clinic_uses_buffers(session, appointment_type.clinic_id):
+        return
+    if moving is not None:
+        replacing = live_appointment(session, moving)
+    if lock:
+        session.execute(select(Provider.id).where(Provider.id == slot.provider_id).with_for_update())
+    if buffer_clashes(session, [slot], appointment_type, replacing.id if replacing is not None else None):
+        raise SlotTaken()
+
+
 def hold_slot(session: Session, enrolment: Enrolment, appointment_type: AppointmentType, slot_id: int,
               hold_for: timedelta = DEFAULT_HOLD, keep_slot_id: int | None = None,
               now: datetime | None = None) -> Slot:
@@ -74,6 +96,7 @@ def hold_slot(session: Session, enrolment: Enrolment, appointment_type: Appointm
     """
     now = now or utcnow()
     slot = _check_slot_fits(session.get(Slot, slot_id), appointment_type, now)
+    _check_buffers(session, slot, appointment_type, moving=enrolment)
     session.execute(update(Slot).where(Slot.held_by_enrolment_id == enrolment.id, Slot.id != slot.id,
                                        Slot.id != (keep_slot_id or 0))
                     .values(held_by_enrolment_id=None, held_until=None))
@@ -93,7 +116,8 @@ def _take_seat(session: Session, enrolment: Enrolment, appointment_type: Appoint
                sequence: int, via: str, now: datetime, replacing: Appointment | None = None) -> Appointment:
     """Seat the enrolment in the slot and write the appointment row; call inside a
     savepoint. Raises SlotTaken when the conditional UPDATE matches no row, or when
-    a twin request booked at the same moment (the unique index)."""
+    a twin request booked at the same moment (the unique index), or buffers clash."""
+    _check_buffers(session, slot, appointment_type, replacing=replacing, lock=True)
     seated = session.execute(
         update(Slot).where(Slot.id == slot.id, slot_is_free(now, enrolment.id))
         .values(booked_count=Slot.booked_count + 1, held_by_enrolment_id=None, held_until=None)
