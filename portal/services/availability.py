@@ -145,7 +145,7 @@ def _page_clear_of_buffers(session: Session, query, rows: list[Slot], appointmen
         rows = list(session.scalars(query.where(or_(Slot.starts_at > last.starts_at,
                                                     and_(Slot.starts_at == last.starts_at, Slot.id > last.id))))
                     .unique())
-    return SlotPage(slots=kept[:limit], has_more=True)
+    return SlotPage(slots=kept, has_more=bool(kept))  # "later times" continue after the last one shown
 
 
 def clinic_uses_buffers(session: Session, clinic_id: int) -> bool:

@@ -125,3 +125,27 @@ def test_a_page_of_times_fills_up_past_the_times_buffers_swallow(db, in_app, mor
     assert [s.id for s in everything] == [s.id for s in morning.theirs] + [s.id for s in later]
     after_b = search_slots(db, seeker, visit, morning.setup.location, limit=2, after_slot_id=morning.theirs[-1].id)
     assert [s.id for s in after_b.slots] == [s.id for s in later] and not after_b.has_more
+
+
+def test_a_search_stops_reading_after_its_rounds_and_offers_later_times_only_when_it_has_shown_some(
+        db, in_app, morning, monkeypatch):
+    """A page whose candidates are all swallowed, round after round, shows no times and no
+    "later times" link (which continues after the last time shown), instead of failing."""
+    from portal.services import availability
+
+    visit = morning.setup.in_person
+    visit.buffer_after_minutes = 30
+    people = iter(patient(db, in_app, morning.setup, n) for n in range(4))
+    for slot in morning.mine[0::2]:  # 9:00, 10:00, 11:00, each swallowing the next half hour
+        book_slot(db, next(people), visit, slot.id)
+    for slot in morning.theirs:
+        slot.blocked = True  # the second provider is away
+    add_slots(db, morning.setup, future_day(4), start=time(9), end=time(10))
+    seeker = next(people)
+    monkeypatch.setattr(availability, "BUFFER_ROUNDS", 1)
+
+    first = search_slots(db, seeker, visit, morning.setup.location, limit=1)  # reads A 9:30 and A 10:30 only
+    assert first.slots == [] and not first.has_more
+    monkeypatch.setattr(availability, "BUFFER_ROUNDS", 3)
+    later = search_slots(db, seeker, visit, morning.setup.location, limit=1)
+    assert [s.starts_at.date() for s in later.slots] == [future_day(4)] and later.has_more
