@@ -137,7 +137,8 @@ def _page_clear_of_buffers(session: Session, query, rows: list[Slot], appointmen
     same keyset) until the page is full, the times run out or BUFFER_ROUNDS pages were read."""
     kept: list[Slot] = []
     for _round in range(BUFFER_ROUNDS):
-        clashing = buffer_clashes(session, rows, appointment_type)
+        clashing = buffer_clashes(session, rows, appointment_type.buffer_before_minutes,
+                                  appointment_type.buffer_after_minutes)
         kept += [slot for slot in rows if slot.id not in clashing]
         if len(kept) > limit or len(rows) <= limit:
             return SlotPage(slots=kept[:limit], has_more=len(kept) > limit)
@@ -155,20 +156,20 @@ def clinic_uses_buffers(session: Session, clinic_id: int) -> bool:
         or_(AppointmentType.buffer_before_minutes > 0, AppointmentType.buffer_after_minutes > 0)))))
 
 
-def buffer_clashes(session: Session, slots: list[Slot], appointment_type: AppointmentType,
+def buffer_clashes(session: Session, slots: list[Slot], before_minutes: int = 0, after_minutes: int = 0,
                    ignore_appointment_id: int | None = None) -> set[int]:
-    """The ids of the slots that can't be booked for this type because of buffers.
+    """The ids of the slots that can't be booked, because of buffers, for a type keeping
+    `before_minutes` and `after_minutes` free around its visits (0 and 0: for any type).
 
     A booking takes from its provider its slot's time plus its type's buffers (time kept
     free before and after, e.g. for check-in or cleaning); two bookings' times may not
-    overlap. So a slot clashes when its time widened by this type's buffers overlaps
-    another live booking of the same provider, in another slot, widened by that booking's
-    type's buffers. One statement for all the slots; the overlap is judged here so the SQL
-    stays the same on SQLite and PostgreSQL."""
+    overlap. So a slot clashes when its time widened by these buffers overlaps another live
+    booking of the same provider, in another slot, widened by that booking's type's
+    buffers. One statement for all the slots; the overlap is judged here so the SQL stays
+    the same on SQLite and PostgreSQL."""
     if not slots:
         return set()
-    before = timedelta(minutes=appointment_type.buffer_before_minutes)
-    after = timedelta(minutes=appointment_type.buffer_after_minutes)
+    before, after = timedelta(minutes=before_minutes), timedelta(minutes=after_minutes)
     earliest = min(slot.starts_at for slot in slots) - before - MAX_BUFFER
     latest = max(slot.ends_at for slot in slots) + after + MAX_BUFFER
     booked = session.execute(

@@ -81,7 +81,8 @@ def _check_buffers(session: Session, slot: Slot, appointment_type: AppointmentTy
         replacing = live_appointment(session, moving)
     if lock:
         session.execute(select(Provider.id).where(Provider.id == slot.provider_id).with_for_update())
-    if buffer_clashes(session, [slot], appointment_type, replacing.id if replacing is not None else None):
+    if buffer_clashes(session, [slot], appointment_type.buffer_before_minutes, appointment_type.buffer_after_minutes,
+                      replacing.id if replacing is not None else None):
         raise SlotTaken()
 
 

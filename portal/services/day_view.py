@@ -9,6 +9,7 @@ from sqlalchemy import and_, select
 from sqlalchemy.orm import Session, joinedload
 
 from portal.models import Appointment, AppointmentStatus, Location, Patient, Slot, utcnow
+from portal.services.availability import buffer_clashes, clinic_uses_buffers
 
 SHOWN_STATUSES = (AppointmentStatus.BOOKED, AppointmentStatus.ATTENDED, AppointmentStatus.NO_SHOW)
 
@@ -16,7 +17,7 @@ SHOWN_STATUSES = (AppointmentStatus.BOOKED, AppointmentStatus.ATTENDED, Appointm
 @dataclass
 class ScheduleRow:
     slot: Slot
-    state: str  # open, held, booked, blocked
+    state: str  # open, held, booked, blocked, kept_free (an open time a booking's buffer takes)
     appointments: list[tuple[Appointment, Patient]]
 
 
@@ -29,7 +30,8 @@ def local_day_bounds(day: date, zone: str) -> tuple[datetime, datetime]:
 
 def schedule_for(session: Session, location: Location, first_day: date, days: int = 1,
                  provider_id: int | None = None, now: datetime | None = None) -> list[ScheduleRow]:
-    """Slots at a location over `days` local days, each with its booked visits, in two queries."""
+    """Slots at a location over `days` local days, each with its booked visits and state, in two
+    queries (two more where the clinic uses buffers)."""
     now = now or utcnow()
     start, _ = local_day_bounds(first_day, location.time_zone)
     _, end = local_day_bounds(first_day + timedelta(days=days - 1), location.time_zone)
@@ -47,15 +49,19 @@ def schedule_for(session: Session, location: Location, first_day: date, days: in
             .order_by(Appointment.id)).all()
         for appointment, patient in rows:
             booked.setdefault(appointment.slot_id, []).append((appointment, patient))
-    result = []
-    for slot in slots:
-        if slot.blocked:
-            state = "blocked"
-        elif booked.get(slot.id):
-            state = "booked"
-        elif slot.held_until is not None and slot.held_until > now:
-            state = "held"
-        else:
-            state = "open"
-        result.append(ScheduleRow(slot, state, booked.get(slot.id, [])))
-    return result
+    states = {slot.id: _state(slot, bool(booked.get(slot.id)), now) for slot in slots}
+    open_slots = [slot for slot in slots if states[slot.id] == "open"]
+    if open_slots and clinic_uses_buffers(session, location.clinic_id):
+        for slot_id in buffer_clashes(session, open_slots):
+            states[slot_id] = "kept_free"
+    return [ScheduleRow(slot, states[slot.id], booked.get(slot.id, [])) for slot in slots]
+
+
+def _state(slot: Slot, has_visits: bool, now: datetime) -> str:
+    if slot.blocked:
+        return "blocked"
+    if has_visits:
+        return "booked"
+    if slot.held_until is not None and slot.held_until > now:
+        return "held"
+    return "open"

@@ -24,7 +24,8 @@ LABELS: dict[str, dict[str, object]] = {
         AppointmentStatus.NO_SHOW: _l("no-show"),
     },
     "booked_via": {"portal": _l("booked online"), "staff": _l("booked by staff")},
-    "slot_state": {"open": _l("open"), "held": _l("held"), "booked": _l("booked"), "blocked": _l("blocked")},
+    "slot_state": {"open": _l("open"), "held": _l("held"), "booked": _l("booked"), "blocked": _l("blocked"),
+                   "kept_free": _l("kept free (buffer)")},
     "modality": {Modality.IN_PERSON: _l("in person"), Modality.TELEHEALTH: _l("video")},
     "help_kind": {
         HelpKind.COST: _l("Cost or insurance question"), HelpKind.RIDE: _l("Ride to the visit"),

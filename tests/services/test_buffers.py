@@ -149,3 +149,13 @@ def test_a_search_stops_reading_after_its_rounds_and_offers_later_times_only_whe
     monkeypatch.setattr(availability, "BUFFER_ROUNDS", 3)
     later = search_slots(db, seeker, visit, morning.setup.location, limit=1)
     assert [s.starts_at.date() for s in later.slots] == [future_day(4)] and later.has_more
+
+
+def test_the_front_desk_schedule_shows_a_time_a_buffer_takes_as_kept_free(db, in_app, morning):
+    from portal.services.day_view import schedule_for
+
+    morning.setup.in_person.buffer_after_minutes = 15
+    book_slot(db, patient(db, in_app, morning.setup, 1), morning.setup.in_person, morning.mine[0].id)
+    states = {morning.wall([row.slot])[0]: row.state for row in schedule_for(db, morning.setup.location, future_day(3))}
+    assert (states["A 9:00"], states["A 9:30"], states["A 10:00"]) == ("booked", "kept_free", "open")
+    assert states["B 9:30"] == "open"

@@ -66,9 +66,15 @@ def _actors() -> set[str]:
 
 
 def _slot_states() -> set[str]:
+    """Every constant day_view returns from `_state` or writes into `states[...]`."""
     tree = ast.parse((PORTAL / "services" / "day_view.py").read_text(encoding="utf-8"))
-    return {node.value.value for node in ast.walk(tree) if isinstance(node, ast.Assign)
-            and [getattr(t, "id", "") for t in node.targets] == ["state"] and isinstance(node.value, ast.Constant)}
+    [judge] = [node for node in ast.walk(tree) if isinstance(node, ast.FunctionDef) and node.name == "_state"]
+    returned = {node.value.value for node in ast.walk(judge)
+                if isinstance(node, ast.Return) and isinstance(node.value, ast.Constant)}
+    written = {node.value.value for node in ast.walk(tree) if isinstance(node, ast.Assign)
+               and isinstance(node.value, ast.Constant) and len(node.targets) == 1
+               and isinstance(node.targets[0], ast.Subscript) and getattr(node.targets[0].value, "id", "") == "states"}
+    return returned | written
 
 
 def _form_fields() -> dict[str, object]:
