@@ -17,7 +17,7 @@ from portal.services.errors import NotAvailable
 MIN_NOTICE = timedelta(hours=2)  # no booking a time the clinic can't prepare for
 BOOKING_HORIZON = timedelta(days=90)
 EVENING_STARTS = time(17, 0)
-MAX_BUFFER = timedelta(minutes=240)  # the longest buffer a type may have (clinic_setup.BUFFER_RANGE)
+MAX_BUFFER_MINUTES = 240  # the longest buffer a type may keep (the console refuses more)
 BUFFER_ROUNDS = 10  # pages of candidates a search reads, at most, to fill one page around buffered bookings
 
 
@@ -170,8 +170,9 @@ def buffer_clashes(session: Session, slots: list[Slot], before_minutes: int = 0,
     if not slots:
         return set()
     before, after = timedelta(minutes=before_minutes), timedelta(minutes=after_minutes)
-    earliest = min(slot.starts_at for slot in slots) - before - MAX_BUFFER
-    latest = max(slot.ends_at for slot in slots) + after + MAX_BUFFER
+    reach = timedelta(minutes=MAX_BUFFER_MINUTES)  # how far another booking's buffers can stretch
+    earliest = min(slot.starts_at for slot in slots) - before - reach
+    latest = max(slot.ends_at for slot in slots) + after + reach
     booked = session.execute(
         select(Slot.id, Slot.provider_id, Slot.starts_at, Slot.ends_at,
                AppointmentType.buffer_before_minutes, AppointmentType.buffer_after_minutes)

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from portal.models import (Appointment, AppointmentStatus, AppointmentType, AppointmentTypeGap, AvailabilityBlock,
                            AvailabilityTemplate, Clinic, Location, Modality, Patient, Provider, Slot, utcnow)
 from portal.services import schedule
+from portal.services.availability import MAX_BUFFER_MINUTES
 from portal.services.care_gaps import CARE_GAPS
 from portal.services.errors import InvalidInput, NotAvailable
 
@@ -36,7 +37,7 @@ PHONE_PATTERN = re.compile(r"^[0-9+() .\-]{0,32}$")
 MARKUP_OR_CONTROL = re.compile(r"[<>\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 JOIN_URL_MAX = 200
 DURATION_RANGE = (5, 480)
-BUFFER_RANGE = (0, 240)
+BUFFER_RANGE = (0, MAX_BUFFER_MINUTES)
 MIN_NOTICE_RANGE = (0, 720)  # hours: up to 30 days' notice
 MAX_DAYS_AHEAD_RANGE = (1, 366)
 MAX_TEMPLATE_DAYS = 731  # a template covers at most two years; make another for later

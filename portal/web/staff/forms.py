@@ -119,7 +119,6 @@ from wtforms.validators import NumberRange, StopValidation, ValidationError  # n
 from wtforms.widgets import CheckboxInput, ListWidget  # noqa: E402
 
 from portal.models import Modality  # noqa: E402
-from portal.services.care_gaps import CARE_GAPS  # noqa: E402
 from portal.services.clinic_setup import (BUFFER_RANGE, DURATION_RANGE, MAX_DAYS_AHEAD_RANGE,  # noqa: E402
                                           MIN_NOTICE_RANGE, NOTE_MAX, PREVISIT_FORMS, check_time_zone)
 from portal.services.errors import InvalidInput as _InvalidInput  # noqa: E402
